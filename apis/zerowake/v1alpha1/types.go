@@ -1,0 +1,163 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// +genclient
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=sr,categories=zerowake
+// +kubebuilder:printcolumn:name="Kind",type=string,JSONPath=`.spec.scaleTargetRef.kind`,description="Kind of the target workload"
+// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.scaleTargetRef.name`,description="Name of the target workload"
+// +kubebuilder:printcolumn:name="Min",type=integer,JSONPath=`.spec.minReplicas`,description="Replicas the target is scaled up to"
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`,description="Target replicas after the latest scale"
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`,description="Ready replicas of the target"
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,description="Pending, Scaling, Ready or Failed"
+// +kubebuilder:printcolumn:name="Cold-Start",type=string,JSONPath=`.status.coldStartDuration`,description="Time from the latest signal to the target being ready"
+// +kubebuilder:printcolumn:name="Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="Reason of the Ready condition"
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// ScaleRequest asks that a workload be scaled up from zero to at least spec.minReplicas.
+// A resolver creates it (conventionally named after the target, in the target's namespace) when
+// a request arrives for an idle workload, and bumps spec.requestedAt to signal demand again.
+// The controller scales the target through its /scale subresource, never lowers replicas that
+// something else has set, and reports progress in status.
+type ScaleRequest struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec says which workload to wake and how far.
+	// +required
+	Spec ScaleRequestSpec `json:"spec"`
+
+	// status is what the controller observed and did for the latest signal.
+	// +optional
+	Status ScaleRequestStatus `json:"status,omitempty"`
+}
+
+// MaxMinReplicas caps spec.minReplicas: waking from zero needs a few replicas, not a fleet.
+const MaxMinReplicas = 1000
+
+// ScaleRequestSpec is the demand signal.
+type ScaleRequestSpec struct {
+	// scaleTargetRef names the workload to scale: any kind with a /scale subresource
+	// (Deployment, StatefulSet, Argo Rollout, ...) in the ScaleRequest's own namespace.
+	// +required
+	ScaleTargetRef CrossVersionObjectReference `json:"scaleTargetRef"`
+
+	// minReplicas is the replica count the target is raised to when it is below it.
+	// The controller never lowers replicas.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +optional
+	MinReplicas int32 `json:"minReplicas,omitempty"`
+
+	// requestedAt is when demand was last signalled. A resolver bumps it to signal again; the
+	// cold-start duration is measured from it (from creation when it is unset).
+	// +optional
+	RequestedAt *metav1.MicroTime `json:"requestedAt,omitempty"`
+}
+
+// CrossVersionObjectReference identifies a workload in the ScaleRequest's namespace.
+// +kubebuilder:validation:XValidation:rule="self.apiVersion.matches('^(([a-z0-9]([-a-z0-9]*[a-z0-9])?)(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?v[1-9][0-9]*((alpha|beta)[1-9][0-9]*)?$')",message="apiVersion must be a version like 'v1' or a group/version like 'apps/v1'",fieldPath=".apiVersion"
+// +kubebuilder:validation:XValidation:rule="self.kind.matches('^[A-Z][A-Za-z0-9]*$')",message="kind must be a Kubernetes kind in CamelCase, like 'Deployment'",fieldPath=".kind"
+// +kubebuilder:validation:XValidation:rule="self.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="name must be a lowercase DNS subdomain name, like 'web'",fieldPath=".name"
+type CrossVersionObjectReference struct {
+	// apiVersion is the API version of the target, like "apps/v1".
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=317
+	// +required
+	APIVersion string `json:"apiVersion"`
+
+	// kind is the kind of the target, like "Deployment".
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +required
+	Kind string `json:"kind"`
+
+	// name is the name of the target in the ScaleRequest's namespace.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	Name string `json:"name"`
+}
+
+// ScaleRequestPhase summarises where the latest signal stands.
+// +kubebuilder:validation:Enum=Pending;Scaling;Ready;Failed
+type ScaleRequestPhase string
+
+const (
+	// PhasePending: the signal is seen but the target is not scaled yet (e.g. waiting out the rescale window).
+	PhasePending ScaleRequestPhase = "Pending"
+	// PhaseScaling: the target has at least minReplicas but fewer of them are ready.
+	PhaseScaling ScaleRequestPhase = "Scaling"
+	// PhaseReady: the target has at least minReplicas ready replicas.
+	PhaseReady ScaleRequestPhase = "Ready"
+	// PhaseFailed: the signal cannot be served; the conditions say why.
+	PhaseFailed ScaleRequestPhase = "Failed"
+)
+
+// Condition types a ScaleRequest reports.
+const (
+	// ConditionScaled is True once the target has at least minReplicas for the latest signal.
+	ConditionScaled = "Scaled"
+	// ConditionReady is True once the target has at least minReplicas ready replicas.
+	ConditionReady = "Ready"
+)
+
+// ScaleRequestStatus is what the controller observed and did.
+type ScaleRequestStatus struct {
+	// observedGeneration is the metadata.generation the controller last acted on; when it equals
+	// metadata.generation, the latest signal has been seen.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// phase summarises the conditions: Pending, Scaling, Ready or Failed.
+	// +optional
+	Phase ScaleRequestPhase `json:"phase,omitempty"`
+
+	// previousReplicas is the target's replica count before the latest scale.
+	// +optional
+	PreviousReplicas *int32 `json:"previousReplicas,omitempty"`
+
+	// replicas is the target's replica count after the latest scale, as the controller last saw it.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// readyReplicas is the target's ready replica count as the controller last saw it.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// lastScaleTime is when the controller last wrote the target's replica count.
+	// +optional
+	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
+
+	// readyTime is when the target was first seen ready for the latest signal.
+	// +optional
+	ReadyTime *metav1.Time `json:"readyTime,omitempty"`
+
+	// coldStartDuration is the time from the latest signal (spec.requestedAt, or creation) to readyTime.
+	// +optional
+	ColdStartDuration *metav1.Duration `json:"coldStartDuration,omitempty"`
+
+	// conditions are the Scaled and Ready conditions of the latest signal.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
+// +kubebuilder:object:root=true
+
+// ScaleRequestList is a list of ScaleRequests.
+type ScaleRequestList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+
+	// items are the ScaleRequests.
+	Items []ScaleRequest `json:"items"`
+}

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds the binaries that the local control plane and code generation need, from the Go module
+# proxy only, and caches them outside the repository, keyed by version, so later runs reuse them.
+#
+#   hack/tools.sh [all|kubernetes|etcd|kwok|codegen|lint]...   build what is missing
+#   hack/tools.sh path NAME                                    print where NAME is (or will be)
+#
+# The cache lives in $ZEROWAKE_CACHE (default: ~/.cache/zerowake). Versions come from the small
+# modules under hack/tools/ and from the project's go.mod, so there is one place to change each.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${ZEROWAKE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/zerowake}
+
+# module_version DIR MODULE prints MODULE's version as required by the go.mod in DIR.
+module_version() {
+	(cd "$1" && go list -m -f '{{.Version}}' "$2")
+}
+
+kube_version=$(module_version "$root/hack/tools/kubernetes" k8s.io/kubernetes)
+etcd_version=$(module_version "$root/hack/tools/etcd" go.etcd.io/etcd/server/v3)
+kwok_version=$(module_version "$root/hack/tools/kwok" sigs.k8s.io/kwok)
+controller_gen_version=v0.23.0
+staticcheck_version=v0.8.2
+
+dir_for() {
+	case "$1" in
+	kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "$cache/kubernetes-$kube_version" ;;
+	etcd) echo "$cache/etcd-$etcd_version" ;;
+	kwok) echo "$cache/kwok-$kwok_version" ;;
+	controller-gen) echo "$cache/controller-gen-$controller_gen_version" ;;
+	staticcheck) echo "$cache/staticcheck-$staticcheck_version" ;;
+	*) echo "unknown tool $1" >&2; return 1 ;;
+	esac
+}
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# build_into NAME MODULE_DIR PACKAGE [LDFLAGS] builds PACKAGE in MODULE_DIR as NAME, atomically, unless cached.
+build_into() {
+	local name=$1 moddir=$2 pkg=$3 ldflags=${4:-}
+	local dir; dir=$(dir_for "$name")
+	[ -x "$dir/$name" ] && return 0
+	mkdir -p "$dir"
+	say "building $name ($pkg) into $dir — the first time takes minutes; later runs reuse it"
+	local start=$SECONDS
+	(cd "$moddir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$dir/.$name.tmp" "$pkg")
+	mv "$dir/.$name.tmp" "$dir/$name"
+	say "built $name in $((SECONDS - start))s"
+}
+
+build_kubernetes() {
+	local v=${kube_version#v} pkg=k8s.io/component-base/version
+	local major=${v%%.*} rest=${v#*.}
+	local minor=${rest%%.*}
+	local ldflags="-X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+	ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$kube_version -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+	local cmd
+	for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+		build_into "$cmd" "$root/hack/tools/kubernetes" "k8s.io/kubernetes/cmd/$cmd" "$ldflags"
+	done
+}
+
+build_etcd() { build_into etcd "$root/hack/tools/etcd" go.etcd.io/etcd/server/v3; }
+
+build_kwok() {
+	build_into kwok "$root/hack/tools/kwok" sigs.k8s.io/kwok/cmd/kwok
+	# kwok refuses to start without stages; keep the ones its release ships next to the binary.
+	local dir; dir=$(dir_for kwok)
+	if [ ! -d "$dir/stages" ]; then
+		local src; src=$(cd "$root/hack/tools/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+		rm -rf "$dir/stages.tmp" && mkdir -p "$dir/stages.tmp"
+		local stage
+		for stage in node/fast node/heartbeat-with-lease pod/fast; do
+			find "$src/kustomize/stage/$stage" -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml \
+				-exec cp {} "$dir/stages.tmp/" \;
+		done
+		chmod u+w "$dir/stages.tmp/"*
+		mv "$dir/stages.tmp" "$dir/stages"
+	fi
+}
+
+build_codegen() {
+	local dir; dir=$(dir_for controller-gen)
+	if [ ! -x "$dir/controller-gen" ]; then
+		say "installing controller-gen $controller_gen_version into $dir"
+		GOBIN="$dir" go install "sigs.k8s.io/controller-tools/cmd/controller-gen@$controller_gen_version"
+	fi
+	# k8s.io/code-generator is a dependency of the project's module (tools.go); downloading it is enough.
+	(cd "$root" && go mod download k8s.io/code-generator)
+}
+
+build_lint() {
+	local dir; dir=$(dir_for staticcheck)
+	if [ ! -x "$dir/staticcheck" ]; then
+		say "installing staticcheck $staticcheck_version into $dir"
+		GOBIN="$dir" go install "honnef.co/go/tools/cmd/staticcheck@$staticcheck_version"
+	fi
+}
+
+if [ "${1:-}" = path ]; then
+	echo "$(dir_for "$2")/$2"
+	exit 0
+fi
+[ $# -eq 0 ] && set -- all
+for what in "$@"; do
+	case "$what" in
+	all) build_etcd; build_kwok; build_kubernetes ;;
+	kubernetes) build_kubernetes ;;
+	etcd) build_etcd ;;
+	kwok) build_kwok ;;
+	codegen) build_codegen ;;
+	lint) build_lint ;;
+	*) echo "usage: $0 [all|kubernetes|etcd|kwok|codegen|lint]... | path NAME" >&2; exit 2 ;;
+	esac
+done

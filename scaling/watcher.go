@@ -1,0 +1,183 @@
+package scaling
+
+import (
+	"context"
+	"sync"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/cache"
+)
+
+// TargetState is what a watch last saw of a target.
+type TargetState struct {
+	// Exists is false once the target has been deleted (or was never there).
+	Exists bool
+	// Replicas is spec.replicas.
+	Replicas int32
+	// ReadyReplicas is status.readyReplicas.
+	ReadyReplicas int32
+	// Current is false while the target's own controller has not yet observed its latest spec
+	// (status.observedGeneration < metadata.generation): its ready count may predate a scale.
+	Current bool
+}
+
+// ReadyFor reports whether the target has at least minReplicas ready replicas counted against
+// its latest spec.
+func (s TargetState) ReadyFor(minReplicas int32) bool {
+	return s.Exists && s.Current && s.ReadyReplicas >= minReplicas && s.Replicas >= minReplicas
+}
+
+// StateOf reads a TargetState from any workload that follows the common replicas conventions
+// (spec.replicas, status.readyReplicas, status.observedGeneration).
+func StateOf(obj *unstructured.Unstructured) TargetState {
+	replicas, _, _ := unstructured.NestedInt64(obj.Object, "spec", "replicas")
+	ready, _, _ := unstructured.NestedInt64(obj.Object, "status", "readyReplicas")
+	observed, hasObserved, _ := unstructured.NestedInt64(obj.Object, "status", "observedGeneration")
+	return TargetState{
+		Exists:        true,
+		Replicas:      int32(replicas),
+		ReadyReplicas: int32(ready),
+		Current:       !hasObserved || observed >= obj.GetGeneration(),
+	}
+}
+
+// Watcher watches individual targets while someone waits for them, so that memory and watches
+// grow with the number of targets being woken, not with the number of workloads in the cluster.
+// Each change is reported to notify with the id the target was registered under.
+type Watcher struct {
+	client dynamic.Interface
+	notify func(id string)
+
+	mu      sync.Mutex
+	targets map[string]*watchedTarget
+}
+
+type watchedTarget struct {
+	resource  schema.GroupVersionResource
+	namespace string
+	name      string
+	stop      context.CancelFunc
+	done      chan struct{}
+
+	// state and seen are guarded by Watcher.mu.
+	state TargetState
+	seen  bool
+}
+
+// NewWatcher returns a Watcher that reports changes to notify. notify must not block for long.
+func NewWatcher(client dynamic.Interface, notify func(id string)) *Watcher {
+	return &Watcher{client: client, notify: notify, targets: map[string]*watchedTarget{}}
+}
+
+// Watch starts watching the named object of resource under id; it is a no-op if id is already
+// watched for the same object. The watch ends with Forget, StopAll or ctx.
+func (w *Watcher) Watch(ctx context.Context, id string, resource schema.GroupVersionResource, namespace, name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if t, ok := w.targets[id]; ok {
+		if t.resource == resource && t.namespace == namespace && t.name == name {
+			return
+		}
+		t.stop()
+	}
+	ctx, stop := context.WithCancel(ctx)
+	t := &watchedTarget{resource: resource, namespace: namespace, name: name, stop: stop, done: make(chan struct{})}
+	w.targets[id] = t
+	go w.run(ctx, id, t)
+}
+
+func (w *Watcher) run(ctx context.Context, id string, t *watchedTarget) {
+	defer close(t.done)
+	client := w.client.Resource(t.resource).Namespace(t.namespace)
+	byName := fields.OneTermEqualSelector("metadata.name", t.name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, options metav1.ListOptions) (runtime.Object, error) {
+			options.FieldSelector = byName
+			return client.List(ctx, options)
+		},
+		WatchFuncWithContext: func(ctx context.Context, options metav1.ListOptions) (watch.Interface, error) {
+			options.FieldSelector = byName
+			return client.Watch(ctx, options)
+		},
+	}
+	record := func(state TargetState) {
+		w.mu.Lock()
+		if w.targets[id] != t {
+			w.mu.Unlock()
+			return
+		}
+		t.state, t.seen = state, true
+		w.mu.Unlock()
+		w.notify(id)
+	}
+	_, informer := cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: lw,
+		ObjectType:    &unstructured.Unstructured{},
+		Handler: cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { record(StateOf(obj.(*unstructured.Unstructured))) },
+			UpdateFunc: func(_, obj any) { record(StateOf(obj.(*unstructured.Unstructured))) },
+			DeleteFunc: func(any) { record(TargetState{}) },
+		},
+	})
+	go func() {
+		// An empty initial list means the target does not exist; say so once synced.
+		if cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+			w.mu.Lock()
+			unseen := w.targets[id] == t && !t.seen
+			w.mu.Unlock()
+			if unseen {
+				record(TargetState{})
+			}
+		}
+	}()
+	informer.RunWithContext(ctx)
+}
+
+// State returns the last state seen for id; ok is false until the watch has listed the target.
+func (w *Watcher) State(id string) (state TargetState, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t, found := w.targets[id]
+	if !found || !t.seen {
+		return TargetState{}, false
+	}
+	return t.state, true
+}
+
+// Forget stops watching id.
+func (w *Watcher) Forget(id string) {
+	w.mu.Lock()
+	t, ok := w.targets[id]
+	delete(w.targets, id)
+	w.mu.Unlock()
+	if ok {
+		t.stop()
+	}
+}
+
+// Len is the number of targets being watched.
+func (w *Watcher) Len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.targets)
+}
+
+// StopAll stops every watch and waits for them to end.
+func (w *Watcher) StopAll() {
+	w.mu.Lock()
+	targets := w.targets
+	w.targets = map[string]*watchedTarget{}
+	w.mu.Unlock()
+	for _, t := range targets {
+		t.stop()
+	}
+	for _, t := range targets {
+		<-t.done
+	}
+}
