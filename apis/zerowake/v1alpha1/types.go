@@ -161,3 +161,34 @@ type ScaleRequestList struct {
 	// items are the ScaleRequests.
 	Items []ScaleRequest `json:"items"`
 }
+
+// Condition reasons. Failure reasons appear on the Scaled condition (the target could not be
+// scaled) or on the Ready condition (it was scaled but did not become ready).
+const (
+	// ReasonScaledFromZero: the controller raised the target from zero replicas.
+	ReasonScaledFromZero = "ScaledFromZero"
+	// ReasonScaledUp: the controller raised the target from fewer than minReplicas.
+	ReasonScaledUp = "ScaledUp"
+	// ReasonAlreadyScaled: the target already had minReplicas; nothing was written.
+	ReasonAlreadyScaled = "AlreadyScaled"
+	// ReasonRescaleWindow: the target was scaled less than the rescale duration ago; the scale is deferred.
+	ReasonRescaleWindow = "RescaleWindow"
+	// ReasonScaleFight: something set the target below minReplicas while the request was active.
+	ReasonScaleFight = "ScaleFight"
+	// ReasonTargetReady: the target has minReplicas ready replicas.
+	ReasonTargetReady = "TargetReady"
+	// ReasonWaitingForReplicas: the target is scaled and its replicas are not all ready yet.
+	ReasonWaitingForReplicas = "WaitingForReplicas"
+	// ReasonReadyTimeout: the target did not become ready within the controller's ready timeout.
+	ReasonReadyTimeout = "ReadyTimeout"
+	// ReasonTargetNotFound: no target of that kind and name exists in the namespace.
+	ReasonTargetNotFound = "TargetNotFound"
+	// ReasonKindUnknown: the API server serves no such kind.
+	ReasonKindUnknown = "KindUnknown"
+	// ReasonNoScaleSubresource: the kind exists but has no /scale subresource.
+	ReasonNoScaleSubresource = "NoScaleSubresource"
+	// ReasonKindNotAllowed: the controller is not configured to scale this kind.
+	ReasonKindNotAllowed = "KindNotAllowed"
+	// ReasonForbidden: the controller lacks the RBAC rights to scale the target.
+	ReasonForbidden = "Forbidden"
+)
