@@ -96,6 +96,19 @@ func (h *ScaleHandler) ScaleUp(ctx context.Context, target Target, minReplicas i
 	return result, nil
 }
 
+// Current reads the target's replica count without writing anything.
+func (h *ScaleHandler) Current(ctx context.Context, target Target) (Result, error) {
+	gvr, err := h.Resolve(ctx, target)
+	if err != nil {
+		return Result{}, err
+	}
+	s, err := h.scales.Scales(target.Namespace).Get(ctx, gvr.GroupResource(), target.Ref.Name, metav1.GetOptions{})
+	if err != nil {
+		return Result{Resource: gvr}, h.classify(target, gvr, err)
+	}
+	return Result{Resource: gvr, PreviousReplicas: s.Spec.Replicas, Replicas: s.Spec.Replicas}, nil
+}
+
 // isTestFailed reports whether a JSON patch was refused because its test operation failed.
 func isTestFailed(err error) bool {
 	status, ok := err.(apierrors.APIStatus)

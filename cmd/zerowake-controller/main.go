@@ -1,0 +1,379 @@
+// Command zerowake-controller scales idle workloads up from zero when a resolver signals demand
+// by writing a ScaleRequest, and reports progress in the ScaleRequest's status.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/scale"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	"github.com/zerowake/zerowake/controller"
+	"github.com/zerowake/zerowake/generated/clientset/versioned"
+	zerowakescheme "github.com/zerowake/zerowake/generated/clientset/versioned/scheme"
+	"github.com/zerowake/zerowake/generated/informers/externalversions"
+	informers "github.com/zerowake/zerowake/generated/informers/externalversions/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/scaling"
+)
+
+type options struct {
+	kubeconfig      string
+	namespaces      string
+	workers         int
+	rescaleDuration time.Duration
+	readyTimeout    time.Duration
+	allowedKinds    string
+	qps             float64
+	burst           int
+
+	leaderElect        bool
+	leaseName          string
+	leaseNamespace     string
+	leaseDuration      time.Duration
+	leaseRenewDeadline time.Duration
+	leaseRetryPeriod   time.Duration
+
+	logLevel   string
+	logFormat  string
+	opsAddress string
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("zerowake-controller", flag.ContinueOnError)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty means in-cluster configuration (or $KUBECONFIG when set).")
+	fs.StringVar(&o.namespaces, "namespaces", "", "Comma-separated namespaces whose ScaleRequests to serve; empty means all namespaces.")
+	fs.IntVar(&o.workers, "workers", 8, "ScaleRequests processed in parallel.")
+	fs.DurationVar(&o.rescaleDuration, "rescale-duration", 30*time.Second, "Cool-down between scale writes to one target; also the backoff cap and the longest gap between re-checks of an active request.")
+	fs.DurationVar(&o.readyTimeout, "ready-timeout", 5*time.Minute, "How long a scaled target may take to become ready before its ScaleRequest fails with ReadyTimeout.")
+	fs.StringVar(&o.allowedKinds, "allowed-kinds", controller.DefaultAllowedKinds, "Comma-separated Kind.group entries the controller may scale (e.g. Deployment.apps,Rollout.argoproj.io), or * for any kind with /scale.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Steady requests per second to the API server.")
+	fs.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader through a Lease so that only one replica scales and writes status.")
+	fs.StringVar(&o.leaseName, "leader-election-id", "zerowake-controller", "Name of the leader election Lease.")
+	fs.StringVar(&o.leaseNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; empty means the pod's namespace ($POD_NAMESPACE), else zerowake-system.")
+	fs.DurationVar(&o.leaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a non-renewed lease stays valid.")
+	fs.DurationVar(&o.leaseRenewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before giving up leadership.")
+	fs.DurationVar(&o.leaseRetryPeriod, "leader-election-retry-period", 2*time.Second, "Interval between attempts to acquire or renew the lease.")
+	fs.StringVar(&o.logLevel, "log-level", "info", "Minimum log level: debug, info, warn or error.")
+	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or console.")
+	fs.StringVar(&o.opsAddress, "ops-address", "", "Address (e.g. :8080) serving /metrics, /healthz and /readyz; empty disables it.")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	switch {
+	case o.workers < 1:
+		return nil, fmt.Errorf("--workers must be at least 1, got %d", o.workers)
+	case o.rescaleDuration <= 0:
+		return nil, fmt.Errorf("--rescale-duration must be positive, got %s", o.rescaleDuration)
+	case o.readyTimeout <= 0:
+		return nil, fmt.Errorf("--ready-timeout must be positive, got %s", o.readyTimeout)
+	case o.qps <= 0 || o.burst < 1:
+		return nil, fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive")
+	case o.leaderElect && !(o.leaseDuration > o.leaseRenewDeadline && o.leaseRenewDeadline > o.leaseRetryPeriod && o.leaseRetryPeriod > 0):
+		return nil, fmt.Errorf("leader election needs lease duration > renew deadline > retry period > 0")
+	}
+	if o.leaseNamespace == "" {
+		o.leaseNamespace = os.Getenv("POD_NAMESPACE")
+	}
+	if o.leaseNamespace == "" {
+		o.leaseNamespace = "zerowake-system"
+	}
+	return o, nil
+}
+
+func main() {
+	opts, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "zerowake-controller:", err)
+		os.Exit(2)
+	}
+	logger, flush, err := newLogger(opts.logLevel, opts.logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "zerowake-controller:", err)
+		os.Exit(2)
+	}
+
+	// The first SIGTERM or SIGINT drains in-flight work and releases the lease; a second one
+	// exits at once.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
+	ctx = klog.NewContext(ctx, logger)
+
+	err = run(ctx, opts)
+	if err != nil {
+		logger.Error(err, "Controller failed")
+	}
+	flush()
+	if err != nil {
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, opts *options) error {
+	logger := klog.FromContext(ctx)
+	allowed, err := controller.ParseAllowedKinds(opts.allowedKinds)
+	if err != nil {
+		return err
+	}
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	config, err := restConfig(opts.kubeconfig)
+	if err != nil {
+		return err
+	}
+	config.QPS, config.Burst = float32(opts.qps), opts.burst
+	config.UserAgent = "zerowake-controller"
+	config.Wrap(newCountingTransport(registry))
+
+	kube, err := kubernetes.NewForConfig(config)
+	if err != nil {
+		return err
+	}
+	client, err := versioned.NewForConfig(config)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(config)
+	if err != nil {
+		return err
+	}
+	discovery := memory.NewMemCacheClient(kube.Discovery())
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(discovery)
+	scaleKinds := scale.NewDiscoveryScaleKindResolver(discovery)
+	scales, err := scale.NewForConfig(config, mapper, dynamic.LegacyAPIPathResolverFunc, scaleKinds)
+	if err != nil {
+		return err
+	}
+
+	utilruntime.Must(zerowakescheme.AddToScheme(scheme.Scheme))
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(2)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "zerowake-controller"})
+
+	scaleRequests := map[string]informers.ScaleRequestInformer{}
+	var factories []externalversions.SharedInformerFactory
+	namespaces := splitList(opts.namespaces)
+	if len(namespaces) == 0 {
+		namespaces = []string{""}
+	}
+	for _, ns := range namespaces {
+		factory := externalversions.NewSharedInformerFactoryWithOptions(client, 0, externalversions.WithNamespace(ns))
+		factories = append(factories, factory)
+		scaleRequests[ns] = factory.Zerowake().V1alpha1().ScaleRequests()
+	}
+
+	var ctrl *controller.Controller
+	metrics := controller.NewMetrics(registry, func() float64 {
+		if ctrl == nil {
+			return 0
+		}
+		return float64(ctrl.Active())
+	})
+	ctrl, err = controller.New(client, scaleRequests,
+		scaling.NewScaleHandler(scales, mapper, scaleKinds),
+		func(notify func(string)) controller.TargetWatcher { return scaling.NewWatcher(dyn, notify) },
+		recorder, metrics, clock.RealClock{},
+		controller.Config{
+			RescaleDuration: opts.rescaleDuration,
+			ReadyTimeout:    opts.readyTimeout,
+			AllowedKinds:    allowed,
+			QueueMetrics:    newQueueMetrics(registry),
+		})
+	if err != nil {
+		return err
+	}
+
+	// Informers run on every replica, so a standby takes over with a warm cache.
+	for _, f := range factories {
+		f.Start(ctx.Done())
+	}
+	defer func() {
+		for _, f := range factories {
+			f.Shutdown()
+		}
+	}()
+
+	var leaderHealth *leaderelection.HealthzAdaptor
+	if opts.leaderElect {
+		leaderHealth = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
+	}
+	if opts.opsAddress != "" {
+		if err := serveOps(ctx, opts.opsAddress, registry, ctrl.HasSynced, leaderHealth); err != nil {
+			return err
+		}
+	}
+
+	if !opts.leaderElect {
+		return ctrl.Run(ctx, opts.workers)
+	}
+	return runAsLeader(ctx, opts, kube, leaderHealth, func(ctx context.Context) error {
+		return ctrl.Run(ctx, opts.workers)
+	}, logger)
+}
+
+// runAsLeader runs work only while holding the Lease. The lease is released only after work
+// has returned (drained), so a successor never overlaps with writes still in flight here.
+func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, health *leaderelection.HealthzAdaptor,
+	work func(context.Context) error, logger logr.Logger) error {
+	hostname, err := os.Hostname()
+	if err != nil {
+		return err
+	}
+	identity := hostname + "_" + uuid.NewString()
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: opts.leaseNamespace, Name: opts.leaseName},
+		Client:     kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
+	}
+
+	electionCtx, endElection := context.WithCancel(context.WithoutCancel(ctx))
+	defer endElection()
+	var workErr error
+	lostLease := false
+	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   opts.leaseDuration,
+		RenewDeadline:   opts.leaseRenewDeadline,
+		RetryPeriod:     opts.leaseRetryPeriod,
+		ReleaseOnCancel: true,
+		WatchDog:        health,
+		Name:            opts.leaseName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(leadingCtx context.Context) {
+				logger.Info("Became leader", "identity", identity)
+				// Work stops on a signal or when leadership is lost, whichever comes first.
+				workCtx, cancel := context.WithCancel(ctx)
+				context.AfterFunc(leadingCtx, cancel)
+				workErr = work(workCtx)
+				cancel()
+				endElection()
+			},
+			OnStoppedLeading: func() {
+				if ctx.Err() == nil {
+					lostLease = true
+				}
+				logger.Info("Stopped leading", "identity", identity)
+			},
+			OnNewLeader: func(current string) {
+				if current != identity {
+					logger.Info("Another replica leads", "leader", current)
+				}
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		// A signal before this replica ever leads ends the election at once.
+		<-ctx.Done()
+		if !elector.IsLeader() {
+			endElection()
+		}
+	}()
+	elector.Run(electionCtx)
+	if lostLease {
+		return errors.New("lost the leader election lease")
+	}
+	return workErr
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" && os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+}
+
+// serveOps serves /metrics, /healthz and /readyz until ctx ends. It is not on the signal path.
+func serveOps(ctx context.Context, address string, registry *prometheus.Registry, synced func() bool, leader *leaderelection.HealthzAdaptor) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if leader != nil {
+			if err := leader.Check(r); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !synced() {
+			http.Error(w, "ScaleRequest cache not synced", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	listener, err := net.Listen("tcp", address)
+	if err != nil {
+		return fmt.Errorf("--ops-address: %w", err)
+	}
+	server := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = server.Serve(listener) }()
+	context.AfterFunc(ctx, func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = server.Shutdown(shutdownCtx)
+	})
+	klog.FromContext(ctx).Info("Serving operations endpoints", "address", listener.Addr().String())
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}

@@ -1,0 +1,301 @@
+// Package controller turns ScaleRequests into scale actions: an informer feeds a rate-limited
+// workqueue, workers ask a Scaler to raise the target, watch it until ready, and write what
+// happened into the ScaleRequest's status. It never writes a ScaleRequest's spec.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+
+	zerowakev1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/generated/clientset/versioned"
+	informers "github.com/zerowake/zerowake/generated/informers/externalversions/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/scaling"
+)
+
+// QueueName names the workqueue, and so its client-go metrics.
+const QueueName = "scalerequests"
+
+// FieldManager is the field manager of the controller's status writes.
+const FieldManager = "zerowake-controller"
+
+// Scaler raises a target to a minimum replica count; *scaling.ScaleHandler implements it.
+type Scaler interface {
+	// ScaleUp raises the target to minReplicas unless it already has them.
+	ScaleUp(ctx context.Context, target scaling.Target, minReplicas int32) (scaling.Result, error)
+	// Current reads the target's replicas without writing.
+	Current(ctx context.Context, target scaling.Target) (scaling.Result, error)
+}
+
+// TargetWatcher watches targets while requests wait for them; *scaling.Watcher implements it.
+type TargetWatcher interface {
+	Watch(ctx context.Context, id string, resource schema.GroupVersionResource, namespace, name string)
+	Forget(id string)
+	State(id string) (scaling.TargetState, bool)
+}
+
+// Config holds the controller's tunables.
+type Config struct {
+	// RescaleDuration is the cool-down between scale writes to one target, the cap of the
+	// failure backoff, and the longest an active request goes without a re-check.
+	RescaleDuration time.Duration
+	// ReadyTimeout is how long a scaled target may take to become ready before the request fails.
+	ReadyTimeout time.Duration
+	// AllowedKinds are the kinds the controller may scale.
+	AllowedKinds KindSet
+	// QueueMetrics, if set, receives the workqueue's metrics.
+	QueueMetrics workqueue.MetricsProvider
+}
+
+// Controller reconciles ScaleRequests.
+type Controller struct {
+	client   versioned.Interface
+	sources  map[string]source
+	queue    workqueue.TypedRateLimitingInterface[cache.ObjectName]
+	scaler   Scaler
+	watcher  TargetWatcher
+	recorder record.EventRecorder
+	clock    clock.Clock
+	config   Config
+	window   *rescaleWindow
+	metrics  *Metrics
+
+	// watching maps each request holding a target watch to the target's id, so a watch can be
+	// dropped when its last request settles or is deleted.
+	mu       sync.Mutex
+	watching map[cache.ObjectName]string
+}
+
+// source is one ScaleRequest informer's view: all namespaces (keyed "") or one namespace.
+type source struct {
+	// latest returns the newer of the informer's copy and the controller's own last write, so
+	// a sync that runs before the informer has seen that write neither acts on stale status
+	// nor conflicts with itself.
+	latest  cache.MutationCache
+	indexer cache.Indexer
+	synced  cache.InformerSynced
+}
+
+// targetIndex indexes ScaleRequests by the target they name, so a target's change reaches
+// every request waiting for it.
+const targetIndex = "target"
+
+// New builds a controller over ScaleRequest informers keyed by the namespace they watch ("" for
+// all namespaces). newWatcher builds the target watcher, given the function through which it
+// reports target changes.
+func New(
+	client versioned.Interface,
+	scaleRequests map[string]informers.ScaleRequestInformer,
+	scaler Scaler,
+	newWatcher func(notify func(id string)) TargetWatcher,
+	recorder record.EventRecorder,
+	metrics *Metrics,
+	clk clock.WithTicker,
+	config Config,
+) (*Controller, error) {
+	c := &Controller{
+		client:   client,
+		sources:  map[string]source{},
+		scaler:   scaler,
+		recorder: recorder,
+		clock:    clk,
+		config:   config,
+		window:   newRescaleWindow(config.RescaleDuration),
+		watching: map[cache.ObjectName]string{},
+	}
+	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
+		// Transient failures back off exponentially from a few milliseconds, but never wait
+		// longer than one rescale window.
+		workqueue.NewTypedItemExponentialFailureRateLimiter[cache.ObjectName](5*time.Millisecond, config.RescaleDuration),
+		workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: QueueName, MetricsProvider: config.QueueMetrics, Clock: clk},
+	)
+	c.watcher = newWatcher(c.enqueueTarget)
+	if metrics == nil {
+		metrics = NewMetrics(nil, nil)
+	}
+	c.metrics = metrics
+
+	for namespace, informer := range scaleRequests {
+		if err := informer.Informer().AddIndexers(cache.Indexers{targetIndex: indexByTarget}); err != nil {
+			return nil, fmt.Errorf("adding target index: %w", err)
+		}
+		if _, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    c.enqueue,
+			UpdateFunc: c.onUpdate,
+			DeleteFunc: c.enqueue,
+		}); err != nil {
+			return nil, fmt.Errorf("adding event handler: %w", err)
+		}
+		indexer := informer.Informer().GetIndexer()
+		c.sources[namespace] = source{
+			latest: cache.NewIntegerResourceVersionMutationCacheWithOptions(klog.Background(), indexer, cache.MutationCacheOptions{
+				Indexer: indexer, TTL: time.Minute, MaxCacheSize: 10000,
+			}),
+			indexer: indexer,
+			synced:  informer.Informer().HasSynced,
+		}
+	}
+	if len(c.sources) == 0 {
+		return nil, errors.New("no ScaleRequest informer given")
+	}
+	return c, nil
+}
+
+// sourceFor returns the informer view that holds namespace.
+func (c *Controller) sourceFor(namespace string) source {
+	if s, ok := c.sources[namespace]; ok {
+		return s
+	}
+	return c.sources[""]
+}
+
+// HasSynced reports whether every ScaleRequest informer has synced; it backs /readyz.
+func (c *Controller) HasSynced() bool {
+	for _, s := range c.sources {
+		if !s.synced() {
+			return false
+		}
+	}
+	return true
+}
+
+// Active reports how many requests hold a target watch.
+func (c *Controller) Active() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.watching)
+}
+
+func (c *Controller) enqueue(obj any) {
+	name, err := cache.DeletionHandlingObjectToName(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	c.queue.Add(name)
+}
+
+// onUpdate ignores updates that carry no new signal, above all the controller's own status
+// writes: a spec change moves metadata.generation, a status write does not.
+func (c *Controller) onUpdate(oldObj, newObj any) {
+	old, okOld := oldObj.(*zerowakev1alpha1.ScaleRequest)
+	sr, okNew := newObj.(*zerowakev1alpha1.ScaleRequest)
+	if !okOld || !okNew || old.ResourceVersion == sr.ResourceVersion {
+		return
+	}
+	if old.Generation != sr.Generation || sr.Status.ObservedGeneration != sr.Generation {
+		c.enqueue(sr)
+	}
+}
+
+// enqueueTarget queues every request that names the target id.
+func (c *Controller) enqueueTarget(id string) {
+	namespace, _, _ := strings.Cut(id, "/")
+	src := c.sourceFor(namespace)
+	if src.indexer == nil {
+		return
+	}
+	objs, err := src.indexer.ByIndex(targetIndex, id)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	for _, obj := range objs {
+		c.enqueue(obj)
+	}
+}
+
+func indexByTarget(obj any) ([]string, error) {
+	sr, ok := obj.(*zerowakev1alpha1.ScaleRequest)
+	if !ok {
+		return nil, nil
+	}
+	return []string{targetID(sr)}, nil
+}
+
+// targetID identifies a request's target as namespace/group/Kind/name: the key of the target
+// index, the rescale window and the target watch.
+func targetID(sr *zerowakev1alpha1.ScaleRequest) string {
+	ref := sr.Spec.ScaleTargetRef
+	group := ref.APIVersion
+	if gv, err := schema.ParseGroupVersion(ref.APIVersion); err == nil {
+		group = gv.Group
+	}
+	return sr.Namespace + "/" + group + "/" + ref.Kind + "/" + ref.Name
+}
+
+// Run waits for the informer cache, runs workers until ctx ends, then stops taking work, lets
+// the workers finish what they hold, and stops every target watch.
+func (c *Controller) Run(ctx context.Context, workers int) error {
+	logger := klog.FromContext(ctx)
+	defer utilruntime.HandleCrash()
+
+	logger.Info("Starting ScaleRequest controller", "workers", workers,
+		"rescaleDuration", c.config.RescaleDuration, "readyTimeout", c.config.ReadyTimeout,
+		"allowedKinds", c.config.AllowedKinds.String())
+	if !cache.WaitForCacheSync(ctx.Done(), c.HasSynced) {
+		c.queue.ShutDown()
+		return errors.New("timed out waiting for the ScaleRequest cache to sync")
+	}
+
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
+	}
+	<-ctx.Done()
+	logger.Info("Shutting down ScaleRequest controller; draining in-flight work")
+	c.queue.ShutDownWithDrain()
+	wg.Wait()
+	if stopper, ok := c.watcher.(interface{ StopAll() }); ok {
+		stopper.StopAll()
+	}
+	logger.Info("ScaleRequest controller stopped")
+	return nil
+}
+
+func (c *Controller) runWorker(ctx context.Context) {
+	for c.processNextWorkItem(ctx) {
+	}
+}
+
+// processNextWorkItem handles one key. Work in flight when the queue shuts down uses a context
+// that outlives ctx, so a drained item finishes its writes instead of failing half-way.
+func (c *Controller) processNextWorkItem(ctx context.Context) bool {
+	key, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(key)
+
+	logger := klog.FromContext(ctx).WithValues("scaleRequest", key.String())
+	workCtx, cancel := context.WithTimeout(klog.NewContext(context.WithoutCancel(ctx), logger), 30*time.Second)
+	defer cancel()
+
+	err := c.sync(workCtx, key)
+	switch {
+	case err == nil:
+		c.queue.Forget(key)
+	case apierrors.IsConflict(err) || scaling.ReasonOf(err) == scaling.ReasonConflict:
+		// Someone wrote the object between our read and write; retry promptly, it is not a fault.
+		logger.V(2).Info("Conflict, retrying", "err", err)
+		c.queue.AddRateLimited(key)
+	default:
+		utilruntime.HandleErrorWithContext(ctx, err, "Syncing ScaleRequest failed, retrying with backoff", "scaleRequest", key.String())
+		c.queue.AddRateLimited(key)
+	}
+	return true
+}

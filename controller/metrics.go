@@ -1,0 +1,51 @@
+package controller
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the controller's own Prometheus metrics. Every label takes values from a fixed
+// set (condition reasons), never from object names, so cardinality stays bounded.
+type Metrics struct {
+	scales       *prometheus.CounterVec
+	wakeToScaled prometheus.Histogram
+	wakeToReady  prometheus.Histogram
+	statusWrites *prometheus.CounterVec
+	active       prometheus.GaugeFunc
+}
+
+// wakeBuckets span a warm API round trip (ms) to a slow image pull (minutes).
+var wakeBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+// NewMetrics registers the controller's metrics with reg. active reports the number of
+// requests in flight.
+func NewMetrics(reg prometheus.Registerer, active func() float64) *Metrics {
+	m := &Metrics{
+		scales: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "zerowake", Name: "scale_total",
+			Help: "Scale attempts by outcome: a Scaled condition reason (ScaledFromZero, ScaledUp, AlreadyScaled, ScaleFight, RescaleWindow) or a failure reason.",
+		}, []string{"reason"}),
+		wakeToScaled: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "zerowake", Name: "wake_to_scaled_seconds",
+			Help:    "Time from a signal (spec.requestedAt, or creation) to the target's replicas being written.",
+			Buckets: wakeBuckets,
+		}),
+		wakeToReady: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "zerowake", Name: "wake_to_ready_seconds",
+			Help:    "Cold-start time: from a signal to the target having minReplicas ready replicas.",
+			Buckets: wakeBuckets,
+		}),
+		statusWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "zerowake", Name: "status_writes_total",
+			Help: "ScaleRequest status writes by result (ok, conflict, error).",
+		}, []string{"result"}),
+		active: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "zerowake", Name: "active_requests",
+			Help: "ScaleRequests whose target is being watched until ready.",
+		}, active),
+	}
+	if reg != nil {
+		reg.MustRegister(m.scales, m.wakeToScaled, m.wakeToReady, m.statusWrites, m.active)
+	}
+	return m
+}
