@@ -117,7 +117,8 @@ func (w *Watcher) run(ctx context.Context, id string, t *watchedTarget) {
 		w.notify(id)
 	}
 	_, informer := cache.NewInformerWithOptions(cache.InformerOptions{
-		ListerWatcher: lw,
+		// Keeps watch-list streaming when the client supports it and falls back when not (fakes).
+		ListerWatcher: cache.ToListWatcherWithWatchListSemantics(lw, w.client),
 		ObjectType:    &unstructured.Unstructured{},
 		Handler: cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { record(StateOf(obj.(*unstructured.Unstructured))) },

@@ -1,0 +1,115 @@
+package scaling
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/klog/v2/ktesting"
+)
+
+func deployment(generation, observed, replicas, ready int64) *unstructured.Unstructured {
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment",
+		"metadata": map[string]any{"name": "web", "namespace": "shop", "generation": generation},
+		"spec":     map[string]any{"replicas": replicas},
+		"status":   map[string]any{"observedGeneration": observed, "readyReplicas": ready},
+	}}
+	return obj
+}
+
+func TestStateOf(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		obj   *unstructured.Unstructured
+		min   int32
+		ready bool
+	}{
+		{"ready", deployment(2, 2, 1, 1), 1, true},
+		{"more ready than needed", deployment(2, 2, 3, 3), 2, true},
+		{"not yet ready", deployment(2, 2, 1, 0), 1, false},
+		{"ready count predates the scale", deployment(3, 2, 1, 1), 1, false},
+		{"below minimum", deployment(2, 2, 1, 1), 2, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := StateOf(tc.obj).ReadyFor(tc.min); got != tc.ready {
+				t.Fatalf("ReadyFor(%d) = %v for %+v", tc.min, got, StateOf(tc.obj))
+			}
+		})
+	}
+	noStatus := &unstructured.Unstructured{Object: map[string]any{"metadata": map[string]any{"generation": int64(1)}, "spec": map[string]any{"replicas": int64(1)}}}
+	if s := StateOf(noStatus); !s.Exists || !s.Current || s.ReadyFor(1) {
+		t.Fatalf("kind without observedGeneration: %+v", s)
+	}
+	if (TargetState{}).ReadyFor(0) {
+		t.Fatal("a missing target is never ready")
+	}
+}
+
+func TestWatcherFollowsOneTarget(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	scheme := runtime.NewScheme()
+	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme,
+		map[schema.GroupVersionResource]string{deploymentsV1: "DeploymentList"}, deployment(1, 1, 0, 0))
+	notified := make(chan string, 10)
+	w := NewWatcher(client, func(id string) { notified <- id })
+	defer w.StopAll()
+
+	w.Watch(ctx, "web", deploymentsV1, "shop", "web")
+	expectState := func(want func(TargetState) bool) {
+		t.Helper()
+		for {
+			select {
+			case id := <-notified:
+				if id != "web" {
+					t.Fatalf("notified %q", id)
+				}
+				if s, ok := w.State("web"); ok && want(s) {
+					return
+				}
+			case <-time.After(10 * time.Second):
+				s, ok := w.State("web")
+				t.Fatalf("state never matched; last %+v (seen %v)", s, ok)
+			}
+		}
+	}
+	expectState(func(s TargetState) bool { return s.Exists && s.Replicas == 0 })
+
+	deployments := client.Resource(deploymentsV1).Namespace("shop")
+	if _, err := deployments.Update(ctx, deployment(2, 2, 1, 1), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expectState(func(s TargetState) bool { return s.ReadyFor(1) })
+
+	if err := deployments.Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expectState(func(s TargetState) bool { return !s.Exists })
+
+	w.Forget("web")
+	if _, ok := w.State("web"); ok || w.Len() != 0 {
+		t.Fatal("state kept after Forget")
+	}
+}
+
+func TestWatcherReportsMissingTarget(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{deploymentsV1: "DeploymentList"})
+	notified := make(chan string, 1)
+	w := NewWatcher(client, func(id string) { notified <- id })
+	defer w.StopAll()
+	w.Watch(ctx, "web", deploymentsV1, "shop", "web")
+	select {
+	case <-notified:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification for a target that does not exist")
+	}
+	if s, ok := w.State("web"); !ok || s.Exists {
+		t.Fatalf("state %+v seen %v", s, ok)
+	}
+}
