@@ -1,0 +1,55 @@
+# zerowake: scale-from-zero controller. `make run` shows it working on a local control plane;
+# `make test` runs every test, unit and integration. Tools and Kubernetes binaries are built
+# from the Go module proxy by hack/tools.sh and cached in $(ZEROWAKE_CACHE).
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+export ZEROWAKE_CACHE ?= $(HOME)/.cache/zerowake
+GO_TEST_FLAGS ?= -count=1 -timeout 25m
+
+.PHONY: help
+help: ## Show the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build the controller and the kubectl plugin into bin/.
+	go build -o bin/ ./cmd/...
+
+.PHONY: tools
+tools: ## Build (or reuse) etcd, kwok and the Kubernetes binaries.
+	hack/tools.sh all
+
+.PHONY: test
+test: tools ## Run unit and integration tests (integration tests start a local control plane per package).
+	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-unit
+test-unit: ## Run only the tests that need no control plane.
+	go test $(GO_TEST_FLAGS) -short ./...
+
+.PHONY: generate
+generate: ## Regenerate deepcopy, clientset, listers, informers and the CRD.
+	hack/update-codegen.sh
+
+.PHONY: verify
+verify: ## Fail if generated code, the CRD, go.mod or formatting is stale.
+	hack/verify.sh
+
+.PHONY: lint
+lint: ## go vet and staticcheck.
+	go vet ./...
+	hack/tools.sh lint
+	"$$(hack/tools.sh path staticcheck)" ./...
+
+.PHONY: run
+run: tools build ## Start a local control plane, the controller and a demo wake (Ctrl-C stops everything).
+	go run ./hack/localcluster/cmd/localcluster run -- hack/demo.sh
+
+.PHONY: cluster-up
+cluster-up: tools ## Start a local control plane in the background and print its kubeconfig.
+	go run ./hack/localcluster/cmd/localcluster up
+
+.PHONY: cluster-down
+cluster-down: ## Stop the control plane started by cluster-up.
+	go run ./hack/localcluster/cmd/localcluster down

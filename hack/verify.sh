@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Fails when anything derived is stale: generated code and CRD (regenerated and diffed),
+# go.mod/go.sum, and formatting.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+status=0
+unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '^generated/'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt needed on:" $unformatted >&2
+	status=1
+fi
+
+go mod tidy
+"$root/hack/update-codegen.sh" >/dev/null
+if ! git diff --exit-code -- go.mod go.sum apis generated crds; then
+	echo "generated files or go.mod are stale: run 'make generate' and 'go mod tidy', then commit" >&2
+	status=1
+fi
+untracked=$(git ls-files --others --exclude-standard -- apis generated crds)
+if [ -n "$untracked" ]; then
+	echo "generation produced files not in git:" $untracked >&2
+	status=1
+fi
+exit $status
