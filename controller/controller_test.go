@@ -353,6 +353,9 @@ func TestNewSignalInsideWindowIsDeferred(t *testing.T) {
 	sr := scaledRequest(t0.Add(-10 * time.Second))
 	sr.Generation = 2 // requestedAt bumped
 	sr.Status.Phase = v1alpha1.PhaseReady
+	sr.Status.ReadyTime = &metav1.Time{Time: t0.Add(-9 * time.Second)}
+	meta.SetStatusCondition(&sr.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+		Reason: v1alpha1.ReasonTargetReady, ObservedGeneration: 1})
 	f := newFixture(t, DefaultAllowedKinds, sr)
 
 	if err := f.sync(); err != nil {
@@ -366,6 +369,9 @@ func TestNewSignalInsideWindowIsDeferred(t *testing.T) {
 		t.Fatalf("status: %+v", status)
 	}
 	expectCondition(t, status, v1alpha1.ConditionScaled, metav1.ConditionFalse, v1alpha1.ReasonRescaleWindow)
+	if meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady) != nil || status.ReadyTime != nil {
+		t.Fatalf("the previous signal's readiness was kept for the new one: %+v", status)
+	}
 	f.expectRequeueAfter(20 * time.Second) // the rest of the window: deferred, not dropped
 }
 

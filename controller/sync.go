@@ -48,6 +48,7 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		// Transient: the queue's backoff retries; status waits for an outcome worth reporting.
 		return err
 	}
+	sr.Status.Phase = phaseOf(sr)
 	if err := c.writeStatus(ctx, src.latest, cached, sr); err != nil {
 		return err
 	}
@@ -100,6 +101,11 @@ type reconciliation struct {
 func (r *reconciliation) run(ctx context.Context) error {
 	sr, status := r.sr, &r.sr.Status
 	status.ObservedGeneration = sr.Generation
+	if ready := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); ready != nil && ready.ObservedGeneration != sr.Generation {
+		// A new signal: readiness and cold start are measured afresh.
+		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionReady)
+		status.ReadyTime, status.ColdStartDuration = nil, nil
+	}
 	minReplicas := max(sr.Spec.MinReplicas, 1)
 	target := scaling.Target{Namespace: sr.Namespace, Ref: autoscalingv1.CrossVersionObjectReference{
 		APIVersion: sr.Spec.ScaleTargetRef.APIVersion, Kind: sr.Spec.ScaleTargetRef.Kind, Name: sr.Spec.ScaleTargetRef.Name,
@@ -203,11 +209,6 @@ func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minR
 	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, result.Resource, sr.Namespace, target.Ref.Name)
 	r.c.hold(r.key, r.id)
 
-	if !fight {
-		// A new signal: readiness and cold start are measured afresh.
-		status.ReadyTime, status.ColdStartDuration = nil, nil
-		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionReady)
-	}
 	previous := result.PreviousReplicas
 	status.PreviousReplicas = &previous
 	status.Replicas = result.Replicas
@@ -321,8 +322,8 @@ func (r *reconciliation) failScaled(reason, message string) {
 	r.setCondition(v1alpha1.ConditionScaled, metav1.ConditionFalse, reason, message)
 }
 
-// setCondition sets a condition for the current generation, derives the phase from the
-// conditions, and queues a Warning event when a condition newly turns to a failure reason.
+// setCondition sets a condition for the current generation and queues a Warning event when a
+// condition newly turns to a failure reason.
 func (r *reconciliation) setCondition(conditionType string, status metav1.ConditionStatus, reason, message string) {
 	conditions := &r.sr.Status.Conditions
 	previous := meta.FindStatusCondition(*conditions, conditionType)
@@ -334,7 +335,6 @@ func (r *reconciliation) setCondition(conditionType string, status metav1.Condit
 	if isNew && status == metav1.ConditionFalse && isFailure(reason) {
 		r.events = append(r.events, event{corev1.EventTypeWarning, reason, message})
 	}
-	r.sr.Status.Phase = phaseOf(r.sr)
 }
 
 // isFailure reports whether a reason means the request cannot be served as it stands.
@@ -347,7 +347,7 @@ func isFailure(reason string) bool {
 	return false
 }
 
-// phaseOf summarises the conditions of the current generation.
+// phaseOf summarises the conditions; run keeps only the current generation's Ready condition.
 func phaseOf(sr *v1alpha1.ScaleRequest) v1alpha1.ScaleRequestPhase {
 	scaled := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled)
 	ready := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionReady)
