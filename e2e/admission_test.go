@@ -96,4 +96,8 @@ func TestDefaults(t *testing.T) {
 	if created.Spec.MinReplicas != 1 {
 		t.Fatalf("minReplicas defaulted to %d", created.Spec.MinReplicas)
 	}
+	// Before the controller acts, a request reads as Pending (a default, not a write).
+	if created.Status.Phase != v1alpha1.PhasePending || created.Status.ObservedGeneration != 0 {
+		t.Fatalf("new request's status: %+v", created.Status)
+	}
 }

@@ -32,7 +32,9 @@ type ScaleRequest struct {
 	// +required
 	Spec ScaleRequestSpec `json:"spec"`
 
-	// status is what the controller observed and did for the latest signal.
+	// status is what the controller observed and did for the latest signal. A new request
+	// reads as phase Pending until the controller has acted on it.
+	// +kubebuilder:default={phase: Pending}
 	// +optional
 	Status ScaleRequestStatus `json:"status,omitempty"`
 }
