@@ -1,0 +1,235 @@
+package localcluster
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+// Identities of the components. The controller manager and the scheduler use the users that
+// the apiserver's bootstrap RBAC policy grants exactly what they need, so that a missing
+// permission shows up here as it would in a real cluster.
+const (
+	adminUser             = "localcluster-admin"
+	controllerManagerUser = "system:kube-controller-manager"
+	schedulerUser         = "system:kube-scheduler"
+	kwokUser              = "kwok"
+	mastersGroup          = "system:masters"
+	frontProxyClientName  = "front-proxy-client"
+
+	serviceAccountIssuer = "https://kubernetes.default.svc.cluster.local"
+)
+
+// writeConfig generates the PKI and the components' configuration files, and the admin client.
+func (c *Cluster) writeConfig(p ports) error {
+	ca, err := newAuthority("localcluster-ca")
+	if err != nil {
+		return err
+	}
+	// A separate CA for the aggregation layer, as in kubeadm clusters: without request-header
+	// authentication configured, the controller manager and the scheduler log errors about
+	// its missing CA bundle over and over, and aggregated APIs (metrics) could not be added.
+	frontProxyCA, err := newAuthority("localcluster-front-proxy-ca")
+	if err != nil {
+		return err
+	}
+	frontProxyClient, err := frontProxyCA.client(frontProxyClientName)
+	if err != nil {
+		return err
+	}
+	c.ca = ca.pem
+	caKey, err := ca.keyPEM()
+	if err != nil {
+		return err
+	}
+	saKey, saPub, err := serviceAccountKeys()
+	if err != nil {
+		return err
+	}
+	pki := map[string][]byte{
+		"ca.crt": ca.pem, "ca.key": caKey, "sa.key": saKey, "sa.pub": saPub,
+		"front-proxy-ca.crt": frontProxyCA.pem, "front-proxy-client.crt": frontProxyClient.cert, "front-proxy-client.key": frontProxyClient.key,
+	}
+	servingCerts := map[string][]string{
+		"apiserver":                       {"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+		"kube-controller-manager-serving": nil,
+		"kube-scheduler-serving":          nil,
+	}
+	for name, dnsNames := range servingCerts {
+		kp, err := ca.serving(name, dnsNames...)
+		if err != nil {
+			return err
+		}
+		pki[name+".crt"], pki[name+".key"] = kp.cert, kp.key
+	}
+	if err := writeFiles(c.path("pki"), pki); err != nil {
+		return err
+	}
+
+	clients := []struct {
+		file, user string
+		groups     []string
+	}{
+		{"kubeconfig", adminUser, []string{mastersGroup}},
+		{"config/kube-controller-manager.kubeconfig", controllerManagerUser, nil},
+		{"config/kube-scheduler.kubeconfig", schedulerUser, nil},
+		{"config/kwok.kubeconfig", kwokUser, []string{mastersGroup}},
+	}
+	var admin keyPair
+	for _, cl := range clients {
+		kp, err := ca.client(cl.user, cl.groups...)
+		if err != nil {
+			return err
+		}
+		if cl.user == adminUser {
+			admin = kp
+		}
+		if err := os.MkdirAll(c.path("config"), 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(c.path(cl.file), kubeconfig(c.server, c.ca, cl.user, kp), 0o600); err != nil {
+			return err
+		}
+	}
+	c.kubeconfig = c.path("kubeconfig")
+
+	scheduler := fmt.Appendf(nil, `apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: %q
+  qps: 500
+  burst: 1000
+leaderElection:
+  leaderElect: false
+enableProfiling: false
+`, c.path("config", "kube-scheduler.kubeconfig"))
+	if err := os.WriteFile(c.path("config", "kube-scheduler.yaml"), scheduler, 0o600); err != nil {
+		return err
+	}
+
+	c.restConfig = &rest.Config{
+		Host: c.server,
+		TLSClientConfig: rest.TLSClientConfig{
+			CAData:   c.ca,
+			CertData: admin.cert,
+			KeyData:  admin.key,
+		},
+		// Tests create objects in bursts; client-go's default 5 QPS would make them crawl.
+		QPS:   200,
+		Burst: 400,
+	}
+	c.client, err = kubernetes.NewForConfig(c.restConfig)
+	return err
+}
+
+func (c *Cluster) etcdArgs(p ports) []string {
+	client := "http://127.0.0.1:" + strconv.Itoa(p.etcdClient)
+	peer := "http://127.0.0.1:" + strconv.Itoa(p.etcdPeer)
+	return []string{
+		"--name=localcluster",
+		"--data-dir=" + c.path("etcd"),
+		"--listen-client-urls=" + client,
+		"--advertise-client-urls=" + client,
+		"--listen-peer-urls=" + peer,
+		"--initial-advertise-peer-urls=" + peer,
+		"--initial-cluster=localcluster=" + peer,
+		// The data is thrown away with the cluster; fsync only costs time.
+		"--unsafe-no-fsync",
+		"--log-level=warn",
+	}
+}
+
+func (c *Cluster) apiserverArgs(p ports) []string {
+	pki := func(name string) string { return c.path("pki", name) }
+	return []string{
+		"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(p.etcdClient),
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(p.apiserver),
+		"--advertise-address=127.0.0.1",
+		// The endpoints of the kubernetes Service may not be loopback addresses, and nothing in
+		// the cluster dials them.
+		"--endpoint-reconciler-type=none",
+		"--service-cluster-ip-range=" + serviceCIDR,
+		"--cert-dir=" + c.path("pki"),
+		"--tls-cert-file=" + pki("apiserver.crt"),
+		"--tls-private-key-file=" + pki("apiserver.key"),
+		"--client-ca-file=" + pki("ca.crt"),
+		"--requestheader-client-ca-file=" + pki("front-proxy-ca.crt"),
+		"--requestheader-allowed-names=" + frontProxyClientName,
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file=" + pki("front-proxy-client.crt"),
+		"--proxy-client-key-file=" + pki("front-proxy-client.key"),
+		"--authorization-mode=Node,RBAC",
+		"--service-account-issuer=" + serviceAccountIssuer,
+		"--service-account-key-file=" + pki("sa.pub"),
+		"--service-account-signing-key-file=" + pki("sa.key"),
+		"--profiling=false",
+		// Otherwise SIGTERM waits up to --request-timeout (60s) for open watches to end; this
+		// way in-flight requests drain, newcomers get 429 Retry-After, and watches get 2s.
+		"--shutdown-send-retry-after=true",
+	}
+}
+
+func (c *Cluster) controllerManagerArgs(p ports) []string {
+	kubeconfig := c.path("config", "kube-controller-manager.kubeconfig")
+	pki := func(name string) string { return c.path("pki", name) }
+	return []string{
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(p.controllerManager),
+		"--tls-cert-file=" + pki("kube-controller-manager-serving.crt"),
+		"--tls-private-key-file=" + pki("kube-controller-manager-serving.key"),
+		"--leader-elect=false",
+		// Each controller runs as its own ServiceAccount, as in kubeadm clusters, so RBAC
+		// denials of built-in controllers surface here too.
+		"--use-service-account-credentials=true",
+		"--service-account-private-key-file=" + pki("sa.key"),
+		"--root-ca-file=" + pki("ca.crt"),
+		"--cluster-signing-cert-file=" + pki("ca.crt"),
+		"--cluster-signing-key-file=" + pki("ca.key"),
+		"--kube-api-qps=200",
+		"--kube-api-burst=400",
+		// Tests check coexistence with the HPA controller, which at its default of 15s would be
+		// too slow to observe.
+		"--horizontal-pod-autoscaler-sync-period=1s",
+		"--profiling=false",
+	}
+}
+
+func (c *Cluster) schedulerArgs(p ports) []string {
+	kubeconfig := c.path("config", "kube-scheduler.kubeconfig")
+	return []string{
+		"--config=" + c.path("config", "kube-scheduler.yaml"),
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(p.scheduler),
+		"--tls-cert-file=" + c.path("pki", "kube-scheduler-serving.crt"),
+		"--tls-private-key-file=" + c.path("pki", "kube-scheduler-serving.key"),
+	}
+}
+
+func (c *Cluster) kwokArgs() []string {
+	args := []string{
+		"--kubeconfig=" + c.path("config", "kwok.kubeconfig"),
+		"--manage-all-nodes=true",
+		// kwok's default pod CIDR holds 254 addresses; tests run thousands of pods.
+		"--cidr=" + podCIDR,
+		// The heartbeat stage reports node status only every 10 to 20 minutes and relies on
+		// lease renewals to keep the node Ready, but kwok (unlike kwokctl) defaults to no
+		// leases; the node then turns NotReady after the controller manager's 50s grace.
+		"--node-lease-duration-seconds=40",
+		// Without --server-address kwok serves nothing, which is what we want.
+	}
+	for _, stage := range c.bin.kwokStages {
+		args = append(args, "--config="+stage)
+	}
+	return args
+}

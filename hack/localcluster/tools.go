@@ -1,0 +1,140 @@
+package localcluster
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// binaries are the executables a cluster runs, located through hack/tools.sh.
+type binaries struct {
+	etcd, apiserver, controllerManager, scheduler, kubectl, kwok string
+	kwokStages                                                   []string
+}
+
+// RepoRoot returns the root of the zerowake repository: $ZEROWAKE_ROOT if set, else the
+// directory this source file was compiled from, else the nearest ancestor of the working
+// directory that holds hack/tools.sh.
+func RepoRoot() (string, error) {
+	if root := os.Getenv("ZEROWAKE_ROOT"); root != "" {
+		return root, nil
+	}
+	// runtime.Caller reports a module-relative path under -trimpath, so check that it is usable.
+	if _, file, _, ok := runtime.Caller(0); ok && filepath.IsAbs(file) {
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		if isRepoRoot(root) {
+			return filepath.Clean(root), nil
+		}
+	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if isRepoRoot(dir) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("cannot find the zerowake repository (no hack/tools.sh above the working directory); set ZEROWAKE_ROOT")
+		}
+		dir = parent
+	}
+}
+
+func isRepoRoot(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "hack", "tools.sh"))
+	return err == nil
+}
+
+// CacheDir returns the directory hack/tools.sh caches binaries in; it follows the same rules.
+func CacheDir() string {
+	if dir := os.Getenv("ZEROWAKE_CACHE"); dir != "" {
+		return dir
+	}
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			home = os.TempDir()
+		}
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "zerowake")
+}
+
+// DefaultDir is where the CLI keeps a detached cluster unless told otherwise.
+func DefaultDir() string { return filepath.Join(CacheDir(), "localcluster") }
+
+// ensureBinaries builds whatever hack/tools.sh has not cached yet and returns where everything is.
+func ensureBinaries(root string, log io.Writer) (*binaries, error) {
+	if err := os.MkdirAll(CacheDir(), 0o755); err != nil {
+		return nil, err
+	}
+	// Test packages run in parallel and each starts a cluster; tools.sh builds into fixed
+	// temporary names, so concurrent cold builds must not overlap.
+	lock, err := os.OpenFile(filepath.Join(CacheDir(), "tools.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+
+	tools := filepath.Join(root, "hack", "tools.sh")
+	cmd := exec.Command("bash", tools, "all")
+	cmd.Dir = root
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("%s all: %w", tools, err)
+	}
+
+	names := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok"}
+	paths := make([]string, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() { paths[i], errs[i] = toolPath(root, name) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	b := &binaries{
+		etcd: paths[0], apiserver: paths[1], controllerManager: paths[2],
+		scheduler: paths[3], kubectl: paths[4], kwok: paths[5],
+	}
+	b.kwokStages, err = filepath.Glob(filepath.Join(filepath.Dir(b.kwok), "stages", "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	if len(b.kwokStages) == 0 {
+		return nil, fmt.Errorf("no kwok stages in %s; remove it and run hack/tools.sh kwok", filepath.Dir(b.kwok))
+	}
+	return b, nil
+}
+
+func toolPath(root, name string) (string, error) {
+	var stderr bytes.Buffer
+	cmd := exec.Command("bash", filepath.Join(root, "hack", "tools.sh"), "path", name)
+	cmd.Dir, cmd.Stderr = root, &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/tools.sh path %s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
+	}
+	path := strings.TrimSpace(string(out))
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("%s was not built: %w", name, err)
+	}
+	return path, nil
+}
