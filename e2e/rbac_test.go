@@ -60,7 +60,9 @@ func TestControllerIdentityIsLeastPrivilege(t *testing.T) {
 			_, err := zw.ZerowakeV1alpha1().ScaleRequests(ns).Create(ctx, newScaleRequest(ns, "other", "apps/v1", "Deployment", 1), metav1.CreateOptions{})
 			return err
 		}},
-		{"delete a ScaleRequest", func() error { return zw.ZerowakeV1alpha1().ScaleRequests(ns).Delete(ctx, "web", metav1.DeleteOptions{}) }},
+		{"delete a ScaleRequest", func() error {
+			return zw.ZerowakeV1alpha1().ScaleRequests(ns).Delete(ctx, "web", metav1.DeleteOptions{})
+		}},
 		{"list pods", func() error {
 			_, err := as.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
 			return err

@@ -123,4 +123,3 @@ func bumpRequestedAt(t *testing.T, ns, name string) {
 		t.Fatal(err)
 	}
 }
-

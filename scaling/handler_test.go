@@ -357,4 +357,3 @@ func TestReasonOf(t *testing.T) {
 		t.Fatal("wrapped reason lost")
 	}
 }
-
