@@ -109,7 +109,7 @@ func waitForScaleRequest(t *testing.T, ns, name, what string, done func(*v1alpha
 		return done(sr), nil
 	})
 	if err != nil {
-		t.Fatalf("ScaleRequest %s/%s never became %s; last status: %s\ncontroller log:\n%s", ns, name, what, describeStatus(last), shared.tail(15))
+		t.Fatalf("ScaleRequest %s/%s never became %s; last status: %s\ncontroller log:\n%s", ns, name, what, describeStatus(last), shared.Tail(15))
 	}
 	return last
 }

@@ -6,9 +6,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -17,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/zerowake/zerowake/e2e/framework"
 	"github.com/zerowake/zerowake/generated/clientset/versioned"
 	"github.com/zerowake/zerowake/hack/localcluster"
 )
@@ -25,12 +23,10 @@ var (
 	cluster *localcluster.Cluster
 	kube    kubernetes.Interface
 	client  versioned.Interface
-	// controllerBinary is the cmd/zerowake-controller binary built for this run.
-	controllerBinary string
 	// controllerConfig authenticates as the controller's ServiceAccount from deploy/.
 	controllerConfig *rest.Config
 	// shared is the controller most tests use.
-	shared *controllerProcess
+	shared *framework.Controller
 )
 
 // Flags of the shared controller: short windows so tests are quick, and kinds chosen so each
@@ -67,28 +63,20 @@ func setup(c *localcluster.Cluster) error {
 		return err
 	}
 
-	controllerBinary = filepath.Join(c.Dir(), "zerowake-controller")
-	build := exec.CommandContext(ctx, "go", "build", "-o", controllerBinary, "./cmd/zerowake-controller")
-	build.Dir = repoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building the controller: %v\n%s", err, out)
+	binary, err := framework.BuildController(ctx, c.Dir())
+	if err != nil {
+		return err
 	}
 	if controllerConfig, err = c.ServiceAccountConfig(ctx, "zerowake-system", "zerowake-controller"); err != nil {
 		return err
 	}
-	shared, err = startController(ctx, "shared", controllerConfig, sharedControllerArgs...)
+	shared, err = framework.StartController(ctx, framework.ControllerOptions{
+		Name: "shared", Binary: binary, Config: controllerConfig, Dir: c.Dir(), Args: sharedControllerArgs,
+	})
 	return err
 }
 
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Dir(filepath.Dir(file))
-}
-
-// logDir is where controller logs go; it is the cluster directory, kept when tests fail.
-func logDir() string {
-	if dir := os.Getenv("ZEROWAKE_E2E_LOGS"); dir != "" {
-		return dir
-	}
-	return cluster.Dir()
 }
