@@ -120,7 +120,7 @@ func run(args []string) (code int, err error) {
 		return 0, err
 	}
 	if len(rest) == 0 {
-		return 0, errors.New("run needs a command: localcluster run -- CMD ARGS...")
+		return 0, errors.New("run needs a command (localcluster run -- CMD ARGS)")
 	}
 
 	// Ctrl-C reaches CMD directly (same process group); we only make sure that the cluster
