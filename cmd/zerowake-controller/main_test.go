@@ -1,0 +1,51 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.rescaleDuration != 30*time.Second || o.workers < 1 || !o.leaderElect || o.opsAddress != "" || o.qps <= 5 {
+		t.Fatalf("defaults: %+v", o)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--workers=0"}, "--workers must be at least 1"},
+		{[]string{"--rescale-duration=0s"}, "--rescale-duration must be positive"},
+		{[]string{"--ready-timeout=-1s"}, "--ready-timeout must be positive"},
+		{[]string{"--kube-api-qps=0"}, "must be positive"},
+		{[]string{"--leader-election-lease-duration=5s", "--leader-election-renew-deadline=10s"}, "lease duration > renew deadline"},
+		{[]string{"extra"}, "unexpected arguments: extra"},
+		{[]string{"--no-such-flag"}, "flag provided but not defined"},
+	} {
+		if _, err := parseFlags(tc.args); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parseFlags(%q) = %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestResourceOf(t *testing.T) {
+	for path, want := range map[string]string{
+		"/apis/apps/v1/namespaces/shop/deployments/web/scale":                     "deployments/scale",
+		"/apis/zerowake.dev/v1alpha1/namespaces/shop/scalerequests/web/status":    "scalerequests/status",
+		"/apis/zerowake.dev/v1alpha1/scalerequests":                               "scalerequests",
+		"/apis/coordination.k8s.io/v1/namespaces/zerowake-system/leases/zerowake": "leases",
+		"/api/v1/namespaces/shop/events":                                          "events",
+		"/api/v1/namespaces/shop":                                                 "namespaces",
+		"/apis":                                                                   "",
+		"/api/v1":                                                                 "",
+		"/healthz":                                                                "",
+	} {
+		if got := resourceOf(path); got != want {
+			t.Errorf("resourceOf(%q) = %q, want %q", path, got, want)
+		}
+	}
+}
