@@ -1,0 +1,109 @@
+package wake
+
+import (
+	"context"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
+)
+
+// Status returns the target's ScaleRequest as the informer last saw it. Status.Exists is false
+// when there is none (or the client is not running).
+func (c *Client) Status(t Target) Status {
+	if c.running() != nil || c.resolveNamespace(&t) != nil {
+		return Status{}
+	}
+	if e := c.load(key{t.Namespace, t.Name}); e != nil {
+		return StatusOf(e.obj)
+	}
+	return Status{}
+}
+
+// WaitReady blocks until the latest signal for t is Ready and returns the cold-start duration
+// the controller recorded (status.coldStartDuration; 0 if it recorded none). It returns a
+// *FailedError when the controller reports the latest signal Failed, ErrDeleted when the
+// ScaleRequest is deleted while waiting, ErrStopped when the client stops, a *MismatchError
+// when the ScaleRequest targets another workload, and ctx.Err() when ctx ends. If no
+// ScaleRequest exists yet, it waits for one.
+//
+// When this client wrote the latest signal, generations older than the one it wrote are
+// ignored. WaitReady does not signal; call Wake first.
+func (c *Client) WaitReady(ctx context.Context, t Target) (time.Duration, error) {
+	return c.WaitReadyWithProgress(ctx, t, nil)
+}
+
+// WaitReadyWithProgress is WaitReady that also calls progress (from the calling goroutine) with
+// the first status it sees and then with every status that differs from the previous one,
+// including the final one. Statuses of generations older than the one this client wrote are
+// not reported.
+func (c *Client) WaitReadyWithProgress(ctx context.Context, t Target, progress func(Status)) (time.Duration, error) {
+	if err := c.running(); err != nil {
+		return 0, err
+	}
+	if err := c.resolveNamespace(&t); err != nil {
+		return 0, err
+	}
+	if err := t.validate(); err != nil {
+		return 0, err
+	}
+	k := key{t.Namespace, t.Name}
+	done := c.runCtx.Done()
+
+	var (
+		seen     types.UID
+		last     Status
+		reported bool
+	)
+	for {
+		c.mu.Lock()
+		var (
+			sr       *v1alpha1.ScaleRequest
+			lagging  bool
+			wroteUID types.UID
+		)
+		if e := c.load(k); e != nil {
+			sr, wroteUID = e.obj, e.wroteUID
+			// Our own write may not have reached the informer yet.
+			lagging = sr != nil && wroteUID != "" && sr.UID == wroteUID && sr.Generation < e.wroteGen
+		}
+		changed, ok := c.waiters[k]
+		if !ok {
+			changed = make(chan struct{})
+			c.waiters[k] = changed
+		}
+		c.mu.Unlock()
+
+		switch {
+		case sr == nil:
+			// Deleted, unless this client has since re-created it (and the informer lags).
+			if seen != "" && (wroteUID == "" || wroteUID == seen) {
+				return 0, ErrDeleted
+			}
+		case !sameTarget(&sr.Spec.ScaleTargetRef, &t):
+			return 0, &MismatchError{Namespace: sr.Namespace, Name: sr.Name, Existing: sr.Spec.ScaleTargetRef, Wanted: t.Ref()}
+		case !lagging:
+			seen = sr.UID
+			st := StatusOf(sr)
+			if progress != nil && (!reported || st != last) {
+				progress(st)
+				last, reported = st, true
+			}
+			if st.Ready {
+				return st.ColdStart, nil
+			}
+			if st.Failed {
+				return 0, failedError(sr, &st)
+			}
+		}
+
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-done:
+			return 0, ErrStopped
+		}
+	}
+}
