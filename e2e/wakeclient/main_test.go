@@ -63,4 +63,3 @@ func setup(c *localcluster.Cluster) error {
 	})
 	return err
 }
-
