@@ -121,6 +121,7 @@ type entry struct {
 	wroteMin int32
 	wroteGen int64     // metadata.generation the write produced, 0 when unknown
 	wroteUID types.UID // uid of the object written, "" when unknown
+	wroteRef v1alpha1.CrossVersionObjectReference
 
 	// The latest failed write, remembered for ErrorBackoff.
 	errAt time.Time
@@ -269,6 +270,9 @@ func (c *Client) Start(ctx context.Context) error {
 		return fmt.Errorf("wake: listing scalerequests: %w", err)
 	case <-runCtx.Done():
 		c.Stop()
+		if ctx.Err() == nil {
+			return ErrStopped // Stop was called during Start
+		}
 		return fmt.Errorf("wake: waiting for the scalerequest cache to sync: %w", ctx.Err())
 	}
 }
@@ -367,10 +371,17 @@ func (c *Client) decide(e *entry, t *Target, want int32, now time.Time) decision
 		return decision{err: e.err}
 	}
 	sr := e.obj
-	if sr != nil && !sameTarget(&sr.Spec.ScaleTargetRef, t) {
+	// The request's target: as the informer shows it, else as this client last wrote it.
+	var ref *v1alpha1.CrossVersionObjectReference
+	if sr != nil {
+		ref = &sr.Spec.ScaleTargetRef
+	} else if !e.wroteAt.IsZero() {
+		ref = &e.wroteRef
+	}
+	if ref != nil && !sameTarget(ref, t) {
 		return decision{err: &MismatchError{
-			Namespace: sr.Namespace, Name: sr.Name,
-			Existing: sr.Spec.ScaleTargetRef, Wanted: t.Ref(),
+			Namespace: t.Namespace, Name: t.Name,
+			Existing: *ref, Wanted: t.Ref(),
 		}}
 	}
 	if !e.wroteAt.IsZero() && e.wroteMin >= want && within(now, e.wroteAt, c.window) {
@@ -477,7 +488,7 @@ func (c *Client) write(k key, t Target, want int32) (any, error) {
 	if err != nil {
 		err = fmt.Errorf("wake %s: %w", t.String(), err)
 	}
-	c.record(k, now, want, resp, err)
+	c.record(k, &t, now, want, resp, err)
 	if err != nil {
 		return nil, err
 	}
@@ -532,7 +543,7 @@ func (c *Client) bump(ctx context.Context, k key, cur *v1alpha1.ScaleRequest, wa
 }
 
 // record remembers the outcome of a write.
-func (c *Client) record(k key, now time.Time, want int32, resp *v1alpha1.ScaleRequest, err error) {
+func (c *Client) record(k key, t *Target, now time.Time, want int32, resp *v1alpha1.ScaleRequest, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.updateLocked(k, func(e *entry) {
@@ -543,7 +554,7 @@ func (c *Client) record(k key, now time.Time, want int32, resp *v1alpha1.ScaleRe
 			return
 		}
 		e.err, e.errAt = nil, time.Time{}
-		e.wroteAt, e.wroteMin = now, want
+		e.wroteAt, e.wroteMin, e.wroteRef = now, want, t.Ref()
 		if resp != nil {
 			e.wroteGen, e.wroteUID = resp.Generation, resp.UID
 		} else {
@@ -605,7 +616,9 @@ func (c *Client) onDelete(d cache.DeletedObject[*v1alpha1.ScaleRequest]) {
 }
 
 func stripManagedFields(obj any) (any, error) {
-	if sr, ok := obj.(*v1alpha1.ScaleRequest); ok {
+	// Objects come freshly decoded from the watch; write only when there is something to drop
+	// (fake clientsets hand out objects they still share).
+	if sr, ok := obj.(*v1alpha1.ScaleRequest); ok && sr.ManagedFields != nil {
 		sr.ManagedFields = nil
 	}
 	return obj, nil

@@ -37,7 +37,8 @@ func TestWaitReadyWaitsForOwnWriteToReachTheCache(t *testing.T) {
 	// State as it is right after a bump to generation 4 whose event has not arrived yet.
 	c.onUpsert(readySR(3, time.Second))
 	resp := readySR(4, 0)
-	c.record(k, time.Now(), 1, resp, nil)
+	target := Deployment("shop", "web")
+	c.record(k, &target, time.Now(), 1, resp, nil)
 
 	var reports []Status
 	res := make(chan error, 1)

@@ -58,7 +58,7 @@ func (t Target) String() string {
 }
 
 // ErrInvalidTarget is wrapped by the errors Wake and WaitReady return for a malformed Target.
-var ErrInvalidTarget = errors.New("invalid target")
+var ErrInvalidTarget = errors.New("wake: invalid target")
 
 // validate checks what Wake needs without allocating on success. The API server validates the
 // rest (name syntax, apiVersion pattern).

@@ -162,8 +162,16 @@ func TestWaitReadyStopAndDelete(t *testing.T) {
 	if _, err := c.Wake(context.Background(), web); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "created in cache", func() bool { return c.Status(web).Exists })
-	res := waitAsync(c, context.Background(), web, nil)
+	// The waiter must have seen the object: WaitReady for a request that does not exist (yet)
+	// waits for it to be created.
+	seen := make(chan struct{}, 1)
+	res := waitAsync(c, context.Background(), web, func(wake.Status) {
+		select {
+		case seen <- struct{}{}:
+		default:
+		}
+	})
+	<-seen
 	if err := f.ZerowakeV1alpha1().ScaleRequests("shop").Delete(context.Background(), "web", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -389,3 +389,26 @@ func TestStartFailsFastWhenListingIsForbidden(t *testing.T) {
 		t.Fatalf("Wake after failed Start: %v", err)
 	}
 }
+
+// A caller for another workload of the same name that joins (or follows) a write does not take
+// that write for its own, even before the informer shows the object.
+func TestWakeMismatchBeforeTheCacheShowsTheWrite(t *testing.T) {
+	f := newFakeAPI()
+	c := startClient(t, f, wake.Options{})
+	// Keep the created object out of the informer: the write succeeds but no event follows.
+	f.intercept("create", func(a k8stesting.Action) (runtime.Object, error) {
+		sr := a.(k8stesting.CreateAction).GetObject().(*v1alpha1.ScaleRequest).DeepCopy()
+		sr.UID, sr.Generation = "uid-hidden", 1
+		return sr, nil
+	})
+	if a, err := c.Wake(context.Background(), web); err != nil || a != wake.ActionCreated {
+		t.Fatalf("Wake = %v, %v", a, err)
+	}
+	var me *wake.MismatchError
+	if _, err := c.Wake(context.Background(), wake.StatefulSet("shop", "web")); !errors.As(err, &me) {
+		t.Fatalf("Wake(StatefulSet web) = %v; want *MismatchError", err)
+	}
+	if cr, _ := f.writes(); cr != 1 {
+		t.Fatalf("%d creates; want 1", cr)
+	}
+}

@@ -237,13 +237,18 @@ func TestRunFailed(t *testing.T) {
 
 func TestRunTimeout(t *testing.T) {
 	cs := fake.NewSimpleClientset() // no controller: never ready
-	code, stdout, stderr := runCLI(cs, "wake", "deploy/web", "--wait", "--timeout", "50ms", "-o", "json")
+	// Depending on load the deadline hits while starting, signalling or waiting: all time out.
+	code, stdout, stderr := runCLI(cs, "wake", "deploy/web", "--wait", "--timeout", "200ms", "-o", "json")
 	if code != exitTimeout {
 		t.Fatalf("exit %d; stdout %q stderr %q", code, stdout, stderr)
 	}
 	var got result
-	if err := json.Unmarshal([]byte(stdout), &got); err != nil || got.Result != "timeout" || got.Action != "created" {
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil || got.Result != "timeout" || got.ExitCode != exitTimeout {
 		t.Fatalf("output %q (%v)", stdout, err)
+	}
+	code, _, stderr = runCLI(cs, "wake", "deploy/web", "--wait", "--timeout", "200ms")
+	if code != exitTimeout || !strings.Contains(stderr, "timed out after 200ms") {
+		t.Fatalf("exit %d; stderr %q", code, stderr)
 	}
 }
 
