@@ -73,6 +73,7 @@ type Controller struct {
 	config   Config
 	window   *rescaleWindow
 	metrics  *Metrics
+	writes   *ownWrites
 
 	// watching maps each request holding a target watch to the target's id, so a watch can be
 	// dropped when its last request settles or is deleted.
@@ -82,16 +83,13 @@ type Controller struct {
 
 // source is one ScaleRequest informer's view: all namespaces (keyed "") or one namespace.
 type source struct {
-	// latest returns the newer of the informer's copy and the controller's own last write, so
-	// a sync that runs before the informer has seen that write neither acts on stale status
-	// nor conflicts with itself.
-	latest  cache.MutationCache
 	indexer cache.Indexer
 	synced  cache.InformerSynced
 }
 
 // targetIndex indexes ScaleRequests by the target they name, so a target's change reaches
-// every request waiting for it.
+// every request waiting for it. Settled requests, which a target's change cannot concern, are
+// left out: a cluster's many settled requests then cost the index nothing.
 const targetIndex = "target"
 
 // New builds a controller over ScaleRequest informers keyed by the namespace they watch ("" for
@@ -116,6 +114,7 @@ func New(
 		config:   config,
 		window:   newRescaleWindow(config.RescaleDuration),
 		watching: map[cache.ObjectName]string{},
+		writes:   newOwnWrites(),
 	}
 	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		// Transient failures back off exponentially from a few milliseconds, but never wait
@@ -130,22 +129,21 @@ func New(
 	c.metrics = metrics
 
 	for namespace, informer := range scaleRequests {
+		if err := informer.Informer().SetTransform(dropManagedFields); err != nil {
+			return nil, fmt.Errorf("setting the informer's transform: %w", err)
+		}
 		if err := informer.Informer().AddIndexers(cache.Indexers{targetIndex: indexByTarget}); err != nil {
 			return nil, fmt.Errorf("adding target index: %w", err)
 		}
 		if _, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    c.enqueue,
+			AddFunc:    c.onAdd,
 			UpdateFunc: c.onUpdate,
-			DeleteFunc: c.enqueue,
+			DeleteFunc: c.onDelete,
 		}); err != nil {
 			return nil, fmt.Errorf("adding event handler: %w", err)
 		}
-		indexer := informer.Informer().GetIndexer()
 		c.sources[namespace] = source{
-			latest: cache.NewIntegerResourceVersionMutationCacheWithOptions(klog.Background(), indexer, cache.MutationCacheOptions{
-				Indexer: indexer, TTL: time.Minute, MaxCacheSize: 10000,
-			}),
-			indexer: indexer,
+			indexer: informer.Informer().GetIndexer(),
 			synced:  informer.Informer().HasSynced,
 		}
 	}
@@ -189,6 +187,19 @@ func (c *Controller) enqueue(obj any) {
 	c.queue.Add(name)
 }
 
+// onAdd queues a new request, unless it is settled: a settled request needs no work, and at
+// start-up most requests in a cluster are settled, so none of them costs a sync or the queue
+// memory.
+func (c *Controller) onAdd(obj any) {
+	if sr, ok := obj.(*zerowakev1alpha1.ScaleRequest); ok {
+		c.writes.observed(sr)
+		if settled(sr) {
+			return
+		}
+	}
+	c.enqueue(obj)
+}
+
 // onUpdate ignores updates that carry no new signal, above all the controller's own status
 // writes: a spec change moves metadata.generation, a status write does not.
 func (c *Controller) onUpdate(oldObj, newObj any) {
@@ -197,9 +208,17 @@ func (c *Controller) onUpdate(oldObj, newObj any) {
 	if !okOld || !okNew || old.ResourceVersion == sr.ResourceVersion {
 		return
 	}
+	c.writes.observed(sr)
 	if old.Generation != sr.Generation || sr.Status.ObservedGeneration != sr.Generation {
 		c.enqueue(sr)
 	}
+}
+
+func (c *Controller) onDelete(obj any) {
+	if name, err := cache.DeletionHandlingObjectToName(obj); err == nil {
+		c.writes.forget(name)
+	}
+	c.enqueue(obj)
 }
 
 // enqueueTarget queues every request that names the target id.
@@ -221,7 +240,7 @@ func (c *Controller) enqueueTarget(id string) {
 
 func indexByTarget(obj any) ([]string, error) {
 	sr, ok := obj.(*zerowakev1alpha1.ScaleRequest)
-	if !ok {
+	if !ok || settled(sr) {
 		return nil, nil
 	}
 	return []string{targetID(sr)}, nil
@@ -280,6 +299,12 @@ func (c *Controller) processNextWorkItem(ctx context.Context) bool {
 		return false
 	}
 	defer c.queue.Done(key)
+	if ctx.Err() != nil {
+		// Stopping: only work already under way is finished. Keys still queued are left to
+		// the next leader or process, whose informer queues every request not yet settled;
+		// working through them here would only delay its start.
+		return false
+	}
 
 	logger := klog.FromContext(ctx).WithValues("scaleRequest", key.String())
 	workCtx, cancel := context.WithTimeout(klog.NewContext(context.WithoutCancel(ctx), logger), 30*time.Second)

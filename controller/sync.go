@@ -25,18 +25,21 @@ import (
 // it, a re-check one rescale window later.
 func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	src := c.sourceFor(key.Namespace)
-	if src.latest == nil {
+	if src.indexer == nil {
 		return nil
 	}
-	obj, exists, err := src.latest.GetByKey(key.String())
+	obj, exists, err := src.indexer.GetByKey(key.String())
 	if err != nil {
 		return err
 	}
 	cached, ok := obj.(*v1alpha1.ScaleRequest)
 	if !exists || !ok {
+		c.writes.forget(key)
 		c.release(key)
 		return nil
 	}
+	// The informer may not have delivered the controller's own latest write yet.
+	cached = c.writes.newest(cached)
 	if settled(cached) {
 		c.release(key)
 		return nil
@@ -49,7 +52,7 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		return err
 	}
 	sr.Status.Phase = phaseOf(sr)
-	if err := c.writeStatus(ctx, src.latest, cached, sr); err != nil {
+	if err := c.writeStatus(ctx, cached, sr); err != nil {
 		return err
 	}
 	for _, e := range r.events {
@@ -139,8 +142,27 @@ func (r *reconciliation) run(ctx context.Context) error {
 			return err
 		}
 		state, seen = r.c.watcher.State(r.id)
+	} else if !r.c.holds(r.key) {
+		// Served, but not by this process: its predecessor crashed or lost the lease between
+		// the scale and readiness. Without a watch here, readiness would never arrive.
+		if err := r.follow(ctx, target); err != nil || !r.scaledNow() {
+			return err
+		}
+		state, seen = r.c.watcher.State(r.id)
 	}
 	r.followReadiness(minReplicas, state, seen)
+	return nil
+}
+
+// follow starts watching a target that was scaled for the current signal before this process
+// took the request over.
+func (r *reconciliation) follow(ctx context.Context, target scaling.Target) error {
+	current, err := r.c.scaler.Current(ctx, target)
+	if err != nil {
+		return r.scaleFailed(ctx, target, err)
+	}
+	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, current.Resource, r.sr.Namespace, target.Ref.Name)
+	r.c.hold(r.key, r.id)
 	return nil
 }
 
@@ -171,9 +193,11 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 		}
 	}
 	if wait > 0 {
+		// The message names when, not how long: it must not change from one sync to the next
+		// within the window, or every event from the target would cost a status write.
 		reason, message := v1alpha1.ReasonRescaleWindow, fmt.Sprintf(
-			"%s/%s was scaled less than %s ago; scaling again in %s", target.Ref.Kind, target.Ref.Name,
-			r.c.config.RescaleDuration, wait.Round(time.Millisecond))
+			"%s/%s was scaled less than %s ago; scaling again at %s", target.Ref.Kind, target.Ref.Name,
+			r.c.config.RescaleDuration, r.now.Add(wait).UTC().Format("2006-01-02T15:04:05.000Z07:00"))
 		if fight {
 			reason = v1alpha1.ReasonScaleFight
 			message = fmt.Sprintf("%s/%s was set to %d replicas by something else while this request was active; %s",
@@ -227,11 +251,14 @@ func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minR
 		reason, message = v1alpha1.ReasonScaledUp, fmt.Sprintf("Scaled %s from %d to %d replicas", ref, previous, result.Replicas)
 	}
 	if result.Scaled {
-		r.c.window.record(r.id, r.now)
-		status.LastScaleTime = &metav1.Time{Time: r.now}
+		// The window runs from the write's answer, not from the start of the sync: time spent
+		// before the write (a slow API server, a busy node) must not shorten the gap to the next.
+		written := r.c.clock.Now()
+		r.c.window.record(r.id, written)
+		status.LastScaleTime = &metav1.Time{Time: written}
 		if !fight {
 			r.events = append(r.events, event{corev1.EventTypeNormal, reason, message})
-			r.c.metrics.wakeToScaled.Observe(nonNegative(r.now.Sub(signalTime(sr))).Seconds())
+			r.c.metrics.wakeToScaled.Observe(nonNegative(written.Sub(signalTime(sr))).Seconds())
 		}
 		logger.Info("Scaled target", "target", target.String(), "from", previous, "to", result.Replicas)
 	}
@@ -365,14 +392,14 @@ func phaseOf(sr *v1alpha1.ScaleRequest) v1alpha1.ScaleRequestPhase {
 }
 
 // writeStatus writes sr's status if it differs from the cached object's.
-func (c *Controller) writeStatus(ctx context.Context, latest cache.MutationCache, cached, sr *v1alpha1.ScaleRequest) error {
+func (c *Controller) writeStatus(ctx context.Context, cached, sr *v1alpha1.ScaleRequest) error {
 	if equality.Semantic.DeepEqual(cached.Status, sr.Status) {
 		return nil
 	}
 	updated, err := c.client.ZerowakeV1alpha1().ScaleRequests(sr.Namespace).UpdateStatus(ctx, sr, metav1.UpdateOptions{FieldManager: FieldManager})
 	switch {
 	case err == nil:
-		latest.Mutation(updated)
+		c.writes.record(updated)
 		c.metrics.statusWrites.WithLabelValues("ok").Inc()
 	case apierrors.IsConflict(err):
 		c.metrics.statusWrites.WithLabelValues("conflict").Inc()
@@ -391,6 +418,14 @@ func (c *Controller) hold(key cache.ObjectName, id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.watching[key] = id
+}
+
+// holds reports whether key holds a target watch.
+func (c *Controller) holds(key cache.ObjectName) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.watching[key]
+	return ok
 }
 
 // release drops key's hold on its target watch, and the watch itself when no other request

@@ -158,18 +158,17 @@ func (h *ScaleHandler) Resolve(ctx context.Context, target Target) (schema.Group
 		Err: fmt.Errorf("kind %q has no /scale subresource: %v", gk, lastErr)}
 }
 
-// classify turns an API error into an *Error. A 404 without object details means the resource
-// itself is gone (a CRD removed), so the cached resolution and discovery are dropped.
+// classify turns an API error into an *Error. A 404 that is about the resource rather than
+// the object means the resource itself is gone (a CRD removed), so the cached resolution and
+// discovery are dropped.
 func (h *ScaleHandler) classify(target Target, gvr schema.GroupVersionResource, err error) error {
 	reason := ReasonTransient
 	switch {
 	case apierrors.IsNotFound(err):
 		reason = ReasonTargetNotFound
-		if status, ok := err.(apierrors.APIStatus); ok {
-			if d := status.Status().Details; d == nil || d.Name == "" {
-				reason = ReasonKindUnknown
-				h.forget(gvr)
-			}
+		if resourceMissing(err) {
+			reason = ReasonKindUnknown
+			h.forget(gvr)
 		}
 	case apierrors.IsForbidden(err):
 		reason = ReasonForbidden
@@ -177,6 +176,28 @@ func (h *ScaleHandler) classify(target Target, gvr schema.GroupVersionResource, 
 		reason = ReasonConflict
 	}
 	return &Error{Reason: reason, Target: target.String(), Err: err}
+}
+
+// resourceMissing reports whether a 404 says the resource is not served, rather than that the
+// object does not exist. The apiserver answers for a missing object with a Status naming it; for
+// a path it does not serve (a removed CRD's) with a bare "404 page not found", which client-go
+// turns into a Status of its own with an UnexpectedServerResponse cause (and the requested
+// name in its details).
+func resourceMissing(err error) bool {
+	status, ok := err.(apierrors.APIStatus)
+	if !ok {
+		return false
+	}
+	d := status.Status().Details
+	if d == nil || d.Name == "" {
+		return true
+	}
+	for _, cause := range d.Causes {
+		if cause.Type == metav1.CauseTypeUnexpectedServerResponse {
+			return true
+		}
+	}
+	return false
 }
 
 // forget drops every cached resolution to gvr and resets discovery.

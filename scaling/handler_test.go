@@ -240,6 +240,9 @@ func TestCurrentReadsWithoutWriting(t *testing.T) {
 func TestScaleUpErrors(t *testing.T) {
 	gr := schema.GroupResource{Group: "apps", Resource: "deployments"}
 	missingResource := apierrors.NewGenericServerResponse(http.StatusNotFound, "patch", schema.GroupResource{}, "", "the server could not find the requested resource", 0, false)
+	// What client-go's scale client really returns for a resource the apiserver no longer
+	// serves (a removed CRD): the server's plain-text 404, with the requested name filled in.
+	removedCRD := apierrors.NewGenericServerResponse(http.StatusNotFound, "patch", schema.GroupResource{Resource: "widgets"}, "web", "404 page not found", 0, true)
 	for _, tc := range []struct {
 		name string
 		err  error
@@ -247,6 +250,7 @@ func TestScaleUpErrors(t *testing.T) {
 	}{
 		{"target not found", apierrors.NewNotFound(gr, "web"), ReasonTargetNotFound},
 		{"resource gone", missingResource, ReasonKindUnknown},
+		{"resource gone, as client-go reports it", removedCRD, ReasonKindUnknown},
 		{"forbidden", apierrors.NewForbidden(gr, "web", errors.New("rbac")), ReasonForbidden},
 		{"conflict", apierrors.NewConflict(gr, "web", errors.New("modified")), ReasonConflict},
 		{"server error", apierrors.NewInternalError(errors.New("etcd")), ReasonTransient},

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,9 +65,10 @@ type options struct {
 	leaseRenewDeadline time.Duration
 	leaseRetryPeriod   time.Duration
 
-	logLevel   string
-	logFormat  string
-	opsAddress string
+	logLevel    string
+	logFormat   string
+	opsAddress  string
+	enablePprof bool
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -88,6 +91,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "Minimum log level: debug, info, warn or error.")
 	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or console.")
 	fs.StringVar(&o.opsAddress, "ops-address", "", "Address (e.g. :8080) serving /metrics, /healthz and /readyz; empty disables it.")
+	fs.BoolVar(&o.enablePprof, "enable-pprof", false, "Also serve Go profiles under /debug/pprof/ on --ops-address.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -227,11 +231,15 @@ func run(ctx context.Context, opts *options) error {
 		return err
 	}
 
-	// Informers run on every replica, so a standby takes over with a warm cache.
+	// Informers run on every replica, so a standby takes over with a warm cache. They are
+	// stopped before Shutdown waits for them, however run returns: on ctx alone, Shutdown would
+	// wait forever when run returns without a signal.
+	informerCtx, stopInformers := context.WithCancel(ctx)
 	for _, f := range factories {
-		f.Start(ctx.Done())
+		f.Start(informerCtx.Done())
 	}
 	defer func() {
+		stopInformers()
 		for _, f := range factories {
 			f.Shutdown()
 		}
@@ -242,7 +250,7 @@ func run(ctx context.Context, opts *options) error {
 		leaderHealth = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
 	}
 	if opts.opsAddress != "" {
-		if err := serveOps(ctx, opts.opsAddress, registry, ctrl.HasSynced, leaderHealth); err != nil {
+		if err := serveOps(ctx, opts.opsAddress, registry, ctrl.HasSynced, leaderHealth, opts.enablePprof); err != nil {
 			return err
 		}
 	}
@@ -273,6 +281,7 @@ func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, 
 	electionCtx, endElection := context.WithCancel(context.WithoutCancel(ctx))
 	defer endElection()
 	var workErr error
+	var workDone atomic.Bool
 	lostLease := false
 	elector, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
@@ -285,10 +294,16 @@ func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, 
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(leadingCtx context.Context) {
 				logger.Info("Became leader", "identity", identity)
-				// Work stops on a signal or when leadership is lost, whichever comes first.
+				// Work stops on a signal, and drains; or when the lease is lost, and does not.
 				workCtx, cancel := context.WithCancel(ctx)
-				context.AfterFunc(leadingCtx, cancel)
+				context.AfterFunc(leadingCtx, func() {
+					if ctx.Err() == nil && !workDone.Load() {
+						exitOnLostLease(logger, identity)
+					}
+					cancel()
+				})
 				workErr = work(workCtx)
+				workDone.Store(true)
 				cancel()
 				endElection()
 			},
@@ -322,6 +337,16 @@ func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, 
 	return workErr
 }
 
+// exitOnLostLease ends the process at once when the lease is lost while working. Another
+// replica may lead as soon as the lease expires, so draining here (writes that can take longer
+// than what remains of the lease) could overlap with its writes, and in-flight work cannot be
+// cancelled from outside. The Deployment restarts this replica as a candidate, as it does
+// kube-controller-manager and kube-scheduler, which exit on a lost lease too.
+var exitOnLostLease = func(logger logr.Logger, identity string) {
+	logger.Error(nil, "Lost the leader election lease; exiting at once, without draining, so that no write outlives it", "identity", identity)
+	os.Exit(1)
+}
+
 func restConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" && os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
 		if cfg, err := rest.InClusterConfig(); err == nil {
@@ -333,9 +358,17 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
 }
 
-// serveOps serves /metrics, /healthz and /readyz until ctx ends. It is not on the signal path.
-func serveOps(ctx context.Context, address string, registry *prometheus.Registry, synced func() bool, leader *leaderelection.HealthzAdaptor) error {
+// serveOps serves /metrics, /healthz and /readyz (and, if pprof is set, /debug/pprof/) until
+// ctx ends. It is not on the signal path.
+func serveOps(ctx context.Context, address string, registry *prometheus.Registry, synced func() bool, leader *leaderelection.HealthzAdaptor, pprof bool) error {
 	mux := http.NewServeMux()
+	if pprof {
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", httppprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if leader != nil {

@@ -109,6 +109,11 @@ enableProfiling: false
 	if err := os.WriteFile(c.path("config", "kube-scheduler.yaml"), scheduler, 0o600); err != nil {
 		return err
 	}
+	if len(c.auditPolicy) > 0 {
+		if err := os.WriteFile(c.path("config", "audit-policy.yaml"), c.auditPolicy, 0o600); err != nil {
+			return err
+		}
+	}
 
 	c.restConfig = &rest.Config{
 		Host: c.server,
@@ -144,7 +149,7 @@ func (c *Cluster) etcdArgs(p ports) []string {
 
 func (c *Cluster) apiserverArgs(p ports) []string {
 	pki := func(name string) string { return c.path("pki", name) }
-	return []string{
+	args := []string{
 		"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(p.etcdClient),
 		"--bind-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(p.apiserver),
@@ -173,6 +178,18 @@ func (c *Cluster) apiserverArgs(p ports) []string {
 		// way in-flight requests drain, newcomers get 429 Retry-After, and watches get 2s.
 		"--shutdown-send-retry-after=true",
 	}
+	if len(c.auditPolicy) > 0 {
+		args = append(args,
+			"--audit-policy-file="+c.path("config", "audit-policy.yaml"),
+			"--audit-log-path="+c.AuditLog(),
+			"--audit-log-format=json",
+			// Blocking: an event is written before the response is sent, so the log is
+			// complete up to any answer a test has seen. No rotation: tests read one file.
+			"--audit-log-mode=blocking",
+			"--audit-log-maxsize=0",
+		)
+	}
+	return args
 }
 
 func (c *Cluster) controllerManagerArgs(p ports) []string {

@@ -53,6 +53,10 @@ type Options struct {
 	// Timeout bounds the wait for the started components to become ready (not the building
 	// of binaries); 0 means 60s.
 	Timeout time.Duration
+	// AuditPolicy, if set, is a kube-apiserver audit policy (audit.k8s.io/v1 Policy, YAML);
+	// the apiserver then writes audit events as JSON lines to AuditLog(), so that tests can
+	// tell which identity made which request. Empty means no auditing.
+	AuditPolicy []byte
 }
 
 // Cluster is a running control plane.
@@ -64,6 +68,8 @@ type Cluster struct {
 	bin     *binaries
 	ca      []byte
 	server  string
+	// auditPolicy is Options.AuditPolicy.
+	auditPolicy []byte
 
 	kubeconfig string
 	restConfig *rest.Config
@@ -125,7 +131,7 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	toolsTime := time.Since(begin)
 
-	c := &Cluster{log: log, detach: opts.Detach, bin: bin}
+	c := &Cluster{log: log, detach: opts.Detach, bin: bin, auditPolicy: opts.AuditPolicy}
 	if err := c.prepareDir(opts.Dir); err != nil {
 		return nil, fmt.Errorf("localcluster: %w", err)
 	}
@@ -478,6 +484,15 @@ func (c *Cluster) Dir() string { return c.dir }
 // LogFile returns the log of a component: etcd, kube-apiserver, kube-controller-manager,
 // kube-scheduler or kwok.
 func (c *Cluster) LogFile(component string) string { return c.path("logs", component+".log") }
+
+// AuditLog returns the path of the apiserver's audit log (JSON lines, one audit.k8s.io/v1
+// Event each), or "" unless Options.AuditPolicy was set.
+func (c *Cluster) AuditLog() string {
+	if len(c.auditPolicy) == 0 {
+		return ""
+	}
+	return c.path("logs", "audit.log")
+}
 
 // Kubeconfig returns the path of a kubeconfig for an administrator (group system:masters).
 func (c *Cluster) Kubeconfig() string { return c.kubeconfig }

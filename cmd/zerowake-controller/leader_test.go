@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/utils/ptr"
+)
+
+// TestLostLeaseExitsWithoutDraining: when another holder takes the lease, the leader exits
+// while its work is still running, instead of first draining it: a drain's writes could overlap
+// with the new leader's.
+func TestLostLeaseExitsWithoutDraining(t *testing.T) {
+	kube := fake.NewClientset()
+	opts := &options{leaseName: "zerowake", leaseNamespace: "zerowake-system",
+		leaseDuration: 900 * time.Millisecond, leaseRenewDeadline: 600 * time.Millisecond, leaseRetryPeriod: 100 * time.Millisecond}
+
+	var workCtx atomic.Pointer[context.Context]
+	started := make(chan struct{})
+	work := func(ctx context.Context) error {
+		workCtx.Store(&ctx)
+		close(started)
+		<-ctx.Done()
+		return nil
+	}
+	exited := make(chan bool, 1) // whether work was still running when the process would exit
+	saved := exitOnLostLease
+	t.Cleanup(func() { exitOnLostLease = saved })
+	exitOnLostLease = func(logr.Logger, string) {
+		exited <- (*workCtx.Load()).Err() == nil
+		runtime.Goexit() // as os.Exit would, go no further
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	result := make(chan error, 1)
+	go func() { result <- runAsLeader(ctx, opts, kube, nil, work, logr.Discard()) }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("never became leader")
+	}
+
+	// Another replica takes the lease, as a partitioned leader would find it.
+	leases := kube.CoordinationV1().Leases(opts.leaseNamespace)
+	lease, err := leases.Get(ctx, opts.leaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease.Spec.HolderIdentity = ptr.To("thief")
+	lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+	lease.Spec.LeaseDurationSeconds = ptr.To[int32](60)
+	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	select {
+	case running := <-exited:
+		if !running {
+			t.Fatal("work was stopped (and drained) before the exit")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("did not exit after losing the lease")
+	}
+	select {
+	case err := <-result:
+		if err == nil || !strings.Contains(err.Error(), "lost the leader election lease") {
+			t.Fatalf("runAsLeader returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("runAsLeader did not return after losing the lease")
+	}
+}

@@ -1,0 +1,194 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/cache"
+
+	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/scaling"
+)
+
+// TestServedRequestIsFollowedByASuccessor: a request scaled by a predecessor (which crashed or
+// lost the lease before the target was ready) is still followed here: the target is watched, so
+// readiness arrives, and it is not scaled again.
+func TestServedRequestIsFollowedByASuccessor(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, scaledRequest(t0.Add(-time.Second)))
+	f.scaler.current = scaling.Result{Resource: deployments, PreviousReplicas: 1, Replicas: 1}
+
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scaler.calls) != 0 {
+		t.Fatalf("a served request was scaled again: %+v", f.scaler.calls)
+	}
+	if !f.watcher.watched[webID] || f.ctrl.Active() != 1 {
+		t.Fatalf("target of a served request not watched: watched=%v active=%d", f.watcher.watched, f.ctrl.Active())
+	}
+
+	// The watch reports the target ready.
+	f.watcher.states[webID] = scaling.TargetState{Exists: true, Current: true, Replicas: 1, ReadyReplicas: 1}
+	f.client.ClearActions()
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if status := f.lastStatus(); status.Phase != v1alpha1.PhaseReady {
+		t.Fatalf("status: %+v", status)
+	}
+	if len(f.scaler.reads) != 1 {
+		t.Fatalf("want one read to resolve the target, got %d", len(f.scaler.reads))
+	}
+}
+
+// TestServedRequestWhoseTargetIsGoneFails: a successor finding the target of a served request
+// gone reports it instead of waiting for readiness that cannot come.
+func TestServedRequestWhoseTargetIsGoneFails(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, scaledRequest(t0.Add(-time.Second)))
+	f.scaler.err = &scaling.Error{Reason: scaling.ReasonTargetNotFound, Err: errors.New("not found")}
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	status := f.lastStatus()
+	expectCondition(t, status, v1alpha1.ConditionScaled, metav1.ConditionFalse, v1alpha1.ReasonTargetNotFound)
+	if status.Phase != v1alpha1.PhaseFailed || meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady) != nil {
+		t.Fatalf("status: %+v", status)
+	}
+}
+
+// slowScaler is a fakeScaler whose writes take time on the fake clock, as they do on a busy
+// API server.
+type slowScaler struct {
+	*fakeScaler
+	clock   interface{ Step(time.Duration) }
+	latency time.Duration
+}
+
+func (s *slowScaler) ScaleUp(ctx context.Context, target scaling.Target, minReplicas int32) (scaling.Result, error) {
+	s.clock.Step(s.latency)
+	return s.fakeScaler.ScaleUp(ctx, target, minReplicas)
+}
+
+// TestRescaleWindowRunsFromTheWrite: the rescale window starts when a write is answered, not
+// when the sync that made it began, so a slow write does not bring the next one closer.
+func TestRescaleWindowRunsFromTheWrite(t *testing.T) {
+	const latency = 700 * time.Millisecond
+	// Scaled long ago; something set the target back to 0 since: a fight.
+	f := newFixture(t, DefaultAllowedKinds, scaledRequest(t0.Add(-2*window)))
+	f.ctrl.scaler = &slowScaler{fakeScaler: f.scaler, clock: f.clock, latency: latency}
+	f.watcher.states[webID] = scaling.TargetState{Exists: true, Current: true, Replicas: 0}
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	written := f.statusWrites()[0]
+	if got := written.Status.LastScaleTime.Time; !got.Equal(t0.Add(latency)) {
+		t.Fatalf("lastScaleTime %v, want the write's answer at %v", got, t0.Add(latency))
+	}
+	if err := f.informer.Informer().GetIndexer().Update(written); err != nil {
+		t.Fatal(err)
+	}
+	f.events()
+	f.client.ClearActions()
+
+	// Reverted again; one window after the sync began, but not after the write was answered.
+	f.clock.Step(window - latency/2)
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scaler.calls) != 1 {
+		t.Fatalf("rescaled %s after the last write, inside the %s window", window-latency/2, window)
+	}
+	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionFalse, v1alpha1.ReasonScaleFight)
+}
+
+// blockingScaler is a fakeScaler whose ScaleUp waits until released.
+type blockingScaler struct {
+	*fakeScaler
+	started chan string
+	release chan struct{}
+}
+
+func (s *blockingScaler) ScaleUp(ctx context.Context, target scaling.Target, minReplicas int32) (scaling.Result, error) {
+	s.started <- target.Ref.Name
+	<-s.release
+	return s.fakeScaler.ScaleUp(ctx, target, minReplicas)
+}
+
+// TestStopFinishesOnlyWorkInFlight: on stop (SIGTERM, or before releasing the lease) the sync
+// under way finishes its writes, and queued keys are left for the successor, so that the lease
+// is released as soon as that one write is done.
+func TestStopFinishesOnlyWorkInFlight(t *testing.T) {
+	var requests []*v1alpha1.ScaleRequest
+	for _, name := range []string{"web", "api", "db"} {
+		sr := newRequest("Deployment")
+		sr.Name, sr.Spec.ScaleTargetRef.Name = name, name
+		requests = append(requests, sr)
+	}
+	f := newFixture(t, DefaultAllowedKinds, requests...)
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
+	scaler := &blockingScaler{fakeScaler: f.scaler, started: make(chan string, len(requests)), release: make(chan struct{})}
+	f.ctrl.scaler = scaler
+	for ns, src := range f.ctrl.sources {
+		src.synced = func() bool { return true }
+		f.ctrl.sources[ns] = src
+	}
+	for _, sr := range requests {
+		f.ctrl.queue.Add(cache.ObjectName{Namespace: sr.Namespace, Name: sr.Name})
+	}
+
+	ctx, stop := context.WithCancel(f.ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.ctrl.Run(ctx, 1) }()
+	inFlight := <-scaler.started
+	stop()
+	close(scaler.release)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after stop")
+	}
+	if len(f.scaler.calls) != 1 {
+		t.Fatalf("stopping worked through the queue: %d scale calls, want only the one in flight (%s)", len(f.scaler.calls), inFlight)
+	}
+	if writes := f.statusWrites(); len(writes) != 1 || writes[0].Name != inFlight {
+		t.Fatalf("the sync in flight did not finish its status write: %d writes", len(writes))
+	}
+}
+
+// TestDeferredScaleWritesStatusOnce: while a scale waits out the rescale window, syncs caused
+// by the target's events (pods coming and going) find the status already right and write
+// nothing.
+func TestDeferredScaleWritesStatusOnce(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, scaledRequest(t0.Add(-5*time.Second)))
+	f.watcher.states[webID] = scaling.TargetState{Exists: true, Current: true, Replicas: 0}
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	written := f.statusWrites()
+	if len(written) != 1 {
+		t.Fatalf("want one status write for the deferred fight, got %d", len(written))
+	}
+	expectCondition(t, written[0].Status, v1alpha1.ConditionScaled, metav1.ConditionFalse, v1alpha1.ReasonScaleFight)
+	if err := f.informer.Informer().GetIndexer().Update(written[0]); err != nil {
+		t.Fatal(err)
+	}
+	f.client.ClearActions()
+	for range 3 {
+		f.clock.Step(time.Second)
+		f.watcher.states[webID] = scaling.TargetState{Exists: true, Current: false, Replicas: 0}
+		if err := f.sync(); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(f.statusWrites()); n != 0 {
+			t.Fatalf("status rewritten %d times inside the same window: %+v", n, f.statusWrites()[0].Status.Conditions)
+		}
+	}
+}
