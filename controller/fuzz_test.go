@@ -173,8 +173,16 @@ func FuzzSync(f *testing.F) {
 	f.Add("example.com/v1beta2", "Widget", "w.x", int32(2), []byte{2, 1}, []byte{1, 0, 0, 4, 0, 0, 0, 0, 255, 0, 1, 6, 2})
 	f.Add("v1", "ReplicationController", "rc", int32(1), []byte{}, []byte{2, 5, 0, 0, 0, 0, 0, 0, 0, 0, 2, 4})
 	f.Add("apps/v1", "ReplicaSet", "rs", int32(5), []byte{0, 0, 1, 200, 1, 0}, []byte{0, 1, 0, 5, 1, 1, 3, 7, 0, 1})
+	// Through Scaling to Ready (found by random search).
+	f.Add("apps/v1", "Deployment", "web", int32(2), []byte{0x3b, 0x9e, 0x74, 0x8a, 0x58, 0x67, 0x7a, 0xc, 0x56, 0x34, 0x8f, 0x89, 0x21},
+		[]byte{0xa2, 0x66, 0xb1, 0x1d, 0xf, 0x33, 0x4c, 0x62, 0xfe, 0x52, 0xba, 0x53, 0xaf, 0x19, 0x77, 0x9c, 0xb2, 0x94, 0x8b, 0x65, 0x70})
 
-	f.Fuzz(func(t *testing.T, apiVersion, kind, name string, minReplicas int32, statusBytes, script []byte) {
+	f.Fuzz(fuzzSync)
+}
+
+// fuzzSync is FuzzSync's body.
+func fuzzSync(t *testing.T, apiVersion, kind, name string, minReplicas int32, statusBytes, script []byte) {
+	{
 		in, steps := fuzzBytes(statusBytes), fuzzBytes(script)
 		generation := 1 + int64(in.pick(5))
 		sr := newRequest(kind)
@@ -280,7 +288,7 @@ func FuzzSync(f *testing.F) {
 				t.Fatalf("one request holds %d watches", fx.ctrl.Active())
 			}
 		}
-	})
+	}
 }
 
 func nextVersion(rv string) string {

@@ -192,3 +192,26 @@ func TestDeferredScaleWritesStatusOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestForeignReadyIsNotTrusted: a status that says Ready for the current signal on a request
+// that is not settled (written by someone else: the schema admits it) is not carried over; here
+// the scale waits out the rescale window, and the request must read Pending, not Ready.
+func TestForeignReadyIsNotTrusted(t *testing.T) {
+	sr := newRequest("Deployment")
+	sr.Status = v1alpha1.ScaleRequestStatus{
+		ObservedGeneration: 1, Phase: v1alpha1.PhasePending,
+		LastScaleTime: &metav1.Time{Time: t0.Add(-time.Second)},
+		Conditions: []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+			Reason: v1alpha1.ReasonTargetReady, ObservedGeneration: 1, LastTransitionTime: metav1.Time{Time: t0.Add(-time.Minute)}}},
+	}
+	f := newFixture(t, DefaultAllowedKinds, sr)
+	f.scaler.current = scaling.Result{Resource: deployments, Replicas: 0}
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	status := f.lastStatus()
+	if status.Phase != v1alpha1.PhasePending || meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady) != nil {
+		t.Fatalf("status: %+v", status)
+	}
+	expectCondition(t, status, v1alpha1.ConditionScaled, metav1.ConditionFalse, v1alpha1.ReasonRescaleWindow)
+}

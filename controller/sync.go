@@ -104,8 +104,11 @@ type reconciliation struct {
 func (r *reconciliation) run(ctx context.Context) error {
 	sr, status := r.sr, &r.sr.Status
 	status.ObservedGeneration = sr.Generation
-	if ready := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); ready != nil && ready.ObservedGeneration != sr.Generation {
-		// A new signal: readiness and cold start are measured afresh.
+	if ready := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); ready != nil &&
+		(ready.ObservedGeneration != sr.Generation || ready.Status == metav1.ConditionTrue) {
+		// A new signal: readiness and cold start are measured afresh. So are they when Ready is
+		// true for this signal but the request is not settled: that is not this controller's
+		// finding (someone else wrote the status), and would read as Ready while a scale waits.
 		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionReady)
 		status.ReadyTime, status.ColdStartDuration = nil, nil
 	}

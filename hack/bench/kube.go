@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
+
+	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
+)
+
+// createNamespace creates ns and waits for its default ServiceAccount, without which the
+// ReplicaSet controller cannot create pods.
+func createNamespace(ctx context.Context, kube kubernetes.Interface, ns string) error {
+	_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", ns, err)
+	}
+	return poll(ctx, 60*time.Second, 50*time.Millisecond, "the default ServiceAccount in "+ns, func(ctx context.Context) (bool, error) {
+		_, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
+}
+
+// poll is for setup only (never for timing): it calls check every interval until it is done.
+func poll(ctx context.Context, timeout, interval time.Duration, what string, check func(context.Context) (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var lastErr error
+	for {
+		done, err := check(ctx)
+		if err != nil {
+			lastErr = err
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if lastErr != nil {
+				return fmt.Errorf("timed out after %s waiting for %s: %w", timeout, what, lastErr)
+			}
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		case <-time.After(interval):
+		}
+	}
+}
+
+func deployment(ns, name string, replicas int32) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(replicas),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "app", Image: "registry.example/app:1",
+					Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+						corev1.ResourceCPU: resource.MustParse("10m"),
+					}},
+				}}},
+			},
+		},
+	}
+}
+
+func scaleRequest(ns, name string) *v1alpha1.ScaleRequest {
+	return &v1alpha1.ScaleRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1alpha1.ScaleRequestSpec{
+			ScaleTargetRef: v1alpha1.CrossVersionObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Name: name},
+			MinReplicas:    1,
+			RequestedAt:    &metav1.MicroTime{Time: time.Now()},
+		},
+	}
+}
+
+// createDeployments creates idle (replicas 0) Deployments named names in ns and waits until
+// the deployment controller has observed each, so that its backlog does not run into the
+// measurement that follows.
+func createDeployments(ctx context.Context, kube kubernetes.Interface, ns string, names []string, replicas int32) error {
+	if err := createDeploymentsNoWait(ctx, kube, ns, names, replicas); err != nil {
+		return err
+	}
+	return waitObserved(ctx, kube, ns, len(names))
+}
+
+func createDeploymentsNoWait(ctx context.Context, kube kubernetes.Interface, ns string, names []string, replicas int32) error {
+	err := parallel(ctx, len(names), 32, func(ctx context.Context, i int) error {
+		_, err := kube.AppsV1().Deployments(ns).Create(ctx, deployment(ns, names[i], replicas), metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("creating deployments in %s: %w", ns, err)
+	}
+	return nil
+}
+
+// waitObserved waits until the deployment controller has observed n Deployments in ns.
+func waitObserved(ctx context.Context, kube kubernetes.Interface, ns string, n int) error {
+	timeout := 60*time.Second + time.Duration(n)*20*time.Millisecond
+	return poll(ctx, timeout, 500*time.Millisecond, fmt.Sprintf("the %d deployments in %s to be observed", n, ns), func(ctx context.Context) (bool, error) {
+		list, err := kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
+		if err != nil {
+			return false, err
+		}
+		observed := 0
+		for _, d := range list.Items {
+			if d.Status.ObservedGeneration >= d.Generation {
+				observed++
+			}
+		}
+		return observed >= n, nil
+	})
+}
+
+// parallel runs fn(0..n-1) on workers goroutines and returns the first error.
+func parallel(parent context.Context, n, workers int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	var next atomic.Int64
+	var once sync.Once
+	var firstErr error
+	var wg sync.WaitGroup
+	for range min(workers, n) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				if err := fn(ctx, i); err != nil {
+					once.Do(func() { firstErr = err; cancel() })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr == nil && parent.Err() != nil {
+		return parent.Err()
+	}
+	return firstErr
+}
+
+func names(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%05d", prefix, i)
+	}
+	return out
+}

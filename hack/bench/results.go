@@ -1,0 +1,235 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Results is the JSON document. Durations are in milliseconds unless the key says otherwise.
+type Results struct {
+	Floor     Floor     `json:"floor"`
+	Single    Single    `json:"single"`
+	Burst     Burst     `json:"burst"`
+	Herd      Herd      `json:"herd"`
+	Footprint Footprint `json:"footprint"`
+	Env       Env       `json:"env"`
+}
+
+// Floor: create a ScaleRequest, PATCH the target's /scale, update the ScaleRequest's status,
+// each timed, with no controller involved.
+type Floor struct {
+	N        int         `json:"n"`
+	CreateMs Percentiles `json:"create_ms"`
+	ScaleMs  Percentiles `json:"scale_ms"`
+	StatusMs Percentiles `json:"status_ms"`
+	TotalMs  Percentiles `json:"total_ms"`
+}
+
+// Single: sequential wakes of distinct idle Deployments, timed from the create returning.
+type Single struct {
+	N                int         `json:"n"`
+	ScaledMs         Percentiles `json:"scaled_ms"`
+	StatusMs         Percentiles `json:"status_ms"`
+	ReadyMs          Percentiles `json:"ready_ms"`
+	ReadyDetectMs    Percentiles `json:"ready_detect_ms"`
+	OverheadRatioP50 float64     `json:"overhead_ratio_p50"`
+}
+
+// Burst: distinct idle Deployments woken at once, with the controller's default flags.
+type Burst struct {
+	Deployments int     `json:"deployments"`
+	AllScaledS  float64 `json:"all_scaled_s"`
+	AllReadyS   float64 `json:"all_ready_s"`
+	ScaledPerS  float64 `json:"scaled_per_s"`
+	// CreateS is how long the benchmark took to create every ScaleRequest; the clock of the
+	// figures above starts before the first create.
+	CreateS float64 `json:"create_s"`
+	// DeploymentsReadyS is when the last Deployment had a ready replica: the part of
+	// all_ready_s that is the control plane's and kwok's, not the controller's.
+	DeploymentsReadyS float64 `json:"deployments_ready_s"`
+	// FloorAllScaledS and FloorDeploymentsReadyS are the same burst without a controller: the
+	// benchmark itself creates, scales and writes status for every target (100 goroutines).
+	FloorAllScaledS        float64 `json:"floor_all_scaled_s"`
+	FloorDeploymentsReadyS float64 `json:"floor_deployments_ready_s"`
+	// ControllerRequests are the controller's API requests during the burst, by "VERB resource".
+	ControllerRequests map[string]float64 `json:"controller_requests"`
+	// CPUS and FloorCPUS are the CPU seconds each process used from the first create until
+	// every target was ready (the control plane's components, the controller, the benchmark).
+	CPUS      map[string]float64 `json:"cpu_s"`
+	FloorCPUS map[string]float64 `json:"floor_cpu_s"`
+	// PeakRSSMiB is the controller's peak resident set (VmHWM) since it started, before
+	// scenario 2, until the end of the burst.
+	PeakRSSMiB float64 `json:"controller_peak_rss_mib"`
+}
+
+// Herd: Wake calls from many goroutines for one target through the wake client.
+type Herd struct {
+	WakeCalls    int            `json:"wake_calls"`
+	Goroutines   int            `json:"goroutines"`
+	CRWrites     int            `json:"cr_writes"`
+	ScaleWrites  int            `json:"scale_writes"`
+	StatusWrites int            `json:"status_writes"`
+	Actions      map[string]int `json:"actions"`
+	// CallsMs is how long the calls took, all goroutines together; ReadyMs is from the first
+	// call to WaitReady returning.
+	CallsMs float64 `json:"calls_ms"`
+	ReadyMs float64 `json:"ready_ms"`
+	// ControllerRequests are the controller's API requests during the herd, by "VERB resource".
+	ControllerRequests map[string]float64 `json:"controller_requests"`
+}
+
+// Footprint: the controller's memory with 0 and N ScaleRequests, then with N unrelated
+// Deployments added, and its API writes while idle.
+type Footprint struct {
+	ScaleRequests          int                   `json:"scalerequests"`
+	Deployments            int                   `json:"deployments"`
+	RSSMiB0                float64               `json:"rss_mib_0"`
+	HeapMiB0               float64               `json:"heap_mib_0"`
+	RSSMiB10k              float64               `json:"rss_mib_10k"`
+	HeapMiB10k             float64               `json:"heap_mib_10k"`
+	RSSMiB10kDeploys       float64               `json:"rss_mib_10k_deploys"`
+	HeapMiB10kDeploys      float64               `json:"heap_mib_10k_deploys"`
+	RSSGrowthPct10kDeploys float64               `json:"rss_growth_pct_10k_deploys"`
+	Readings               map[string]memReading `json:"readings"`
+	IdleWritesPerMin       float64               `json:"idle_writes_per_min"`
+	// IdleWritesPerMinExclLease leaves out the leader election's lease renewals.
+	IdleWritesPerMinExclLease float64            `json:"idle_writes_per_min_excl_lease"`
+	IdleWindowS               float64            `json:"idle_window_s"`
+	IdleRequests              map[string]float64 `json:"idle_requests"`
+}
+
+// Env says where and what ran.
+type Env struct {
+	Cores           int      `json:"cores"`
+	CPU             string   `json:"cpu"`
+	MemoryMiB       int      `json:"memory_mib"`
+	Go              string   `json:"go"`
+	Kubernetes      string   `json:"kubernetes"`
+	ControllerFlags []string `json:"controller_flags"`
+	GitCommit       string   `json:"git_commit"`
+	GitDirty        bool     `json:"git_dirty"`
+	Quick           bool     `json:"quick"`
+	Date            string   `json:"date"`
+	LoadAvgStart    string   `json:"loadavg_start"`
+	LoadAvgEnd      string   `json:"loadavg_end"`
+	DurationS       float64  `json:"duration_s"`
+}
+
+func collectEnv(root string, cfg config) Env {
+	e := Env{Cores: runtime.NumCPU(), Go: runtime.Version(), Quick: cfg.quick,
+		Date: time.Now().UTC().Format(time.RFC3339), LoadAvgStart: loadAvg()}
+	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				e.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		if _, err := fmt.Sscanf(string(data), "MemTotal: %d kB", &kb); err == nil {
+			e.MemoryMiB = kb / 1024
+		}
+	}
+	if out, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output(); err == nil {
+		e.GitCommit = strings.TrimSpace(string(out))
+	}
+	if out, err := exec.Command("git", "-C", root, "status", "--porcelain").Output(); err == nil {
+		e.GitDirty = len(strings.TrimSpace(string(out))) > 0
+	}
+	return e
+}
+
+func loadAvg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+type row struct {
+	metric, value, target string
+	met                   *bool
+}
+
+func check(ok bool) *bool { return &ok }
+
+func ms(p Percentiles) string {
+	return fmt.Sprintf("%.1f / %.1f / %.1f", p.P50, p.P90, p.P99)
+}
+
+func printTable(w io.Writer, r *Results) {
+	var rows []row
+	add := func(metric, value, target string, met *bool) {
+		rows = append(rows, row{metric, value, target, met})
+	}
+	f, s, b, h, fp := r.Floor, r.Single, r.Burst, r.Herd, r.Footprint
+	add(fmt.Sprintf("floor.create_ms p50/p90/p99 (n=%d)", f.N), ms(f.CreateMs), "", nil)
+	add("floor.scale_ms", ms(f.ScaleMs), "", nil)
+	add("floor.status_ms", ms(f.StatusMs), "", nil)
+	add("floor.total_ms", ms(f.TotalMs), "", nil)
+	add(fmt.Sprintf("single.scaled_ms p50/p90/p99 (n=%d)", s.N), ms(s.ScaledMs), "p99 ≤ 40", check(s.ScaledMs.P99 <= 40))
+	add("single.status_ms", ms(s.StatusMs), "p99 ≤ 60", check(s.StatusMs.P99 <= 60))
+	add("single.ready_ms", ms(s.ReadyMs), "", nil)
+	add("single.ready_detect_ms", ms(s.ReadyDetectMs), "p99 ≤ 50", check(s.ReadyDetectMs.P99 <= 50))
+	add("single.overhead_ratio_p50", fmt.Sprintf("%.2f", s.OverheadRatioP50), "≤ 1.3", check(s.OverheadRatioP50 <= 1.3))
+	add(fmt.Sprintf("burst.all_scaled_s (n=%d)", b.Deployments), fmt.Sprintf("%.2f", b.AllScaledS), "≤ 5", check(b.AllScaledS <= 5))
+	add("burst.all_ready_s", fmt.Sprintf("%.2f", b.AllReadyS), "≤ 15", check(b.AllReadyS <= 15))
+	add("burst.scaled_per_s", fmt.Sprintf("%.0f", b.ScaledPerS), "", nil)
+	add("burst.create_s (benchmark's creates)", fmt.Sprintf("%.2f", b.CreateS), "", nil)
+	add("burst.deployments_ready_s", fmt.Sprintf("%.2f", b.DeploymentsReadyS), "", nil)
+	add("burst.floor_all_scaled_s (no controller)", fmt.Sprintf("%.2f", b.FloorAllScaledS), "", nil)
+	add("burst.floor_deployments_ready_s", fmt.Sprintf("%.2f", b.FloorDeploymentsReadyS), "", nil)
+	add(fmt.Sprintf("herd.wake_calls (%d goroutines)", h.Goroutines), fmt.Sprint(h.WakeCalls), "", nil)
+	add("herd.cr_writes", fmt.Sprint(h.CRWrites), "≤ 1", check(h.CRWrites <= 1))
+	add("herd.scale_writes", fmt.Sprint(h.ScaleWrites), "1", check(h.ScaleWrites == 1))
+	add("herd.status_writes", fmt.Sprint(h.StatusWrites), "≤ 3", check(h.StatusWrites <= 3))
+	add("footprint.rss_mib_0 / heap_mib_0", fmt.Sprintf("%.1f / %.1f", fp.RSSMiB0, fp.HeapMiB0), "", nil)
+	add(fmt.Sprintf("footprint.rss_mib_10k / heap (%d SRs)", fp.ScaleRequests), fmt.Sprintf("%.1f / %.1f", fp.RSSMiB10k, fp.HeapMiB10k), "rss ≤ 60", check(fp.RSSMiB10k <= 60))
+	add(fmt.Sprintf("footprint.rss/heap +%d Deployments", fp.Deployments), fmt.Sprintf("%.1f / %.1f", fp.RSSMiB10kDeploys, fp.HeapMiB10kDeploys), "", nil)
+	add("footprint.rss_growth_pct_10k_deploys", fmt.Sprintf("%.1f", fp.RSSGrowthPct10kDeploys), "≤ 10", check(fp.RSSGrowthPct10kDeploys <= 10))
+	add("footprint.idle_writes_per_min (all)", fmt.Sprintf("%.1f", fp.IdleWritesPerMin), "0", check(fp.IdleWritesPerMin == 0))
+	add("  of which not leader-election lease renewals", fmt.Sprintf("%.1f", fp.IdleWritesPerMinExclLease), "0", check(fp.IdleWritesPerMinExclLease == 0))
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "metric\tvalue\ttarget\tmet?")
+	for _, r := range rows {
+		met := ""
+		if r.met != nil {
+			met = map[bool]string{true: "yes", false: "NO"}[*r.met]
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.metric, r.value, r.target, met)
+	}
+	tw.Flush()
+	e := r.Env
+	fmt.Fprintf(w, "\n%d cores (%s), %d MiB, %s, Kubernetes %s, commit %s%s, load average %s → %s, %.0fs%s\n",
+		e.Cores, e.CPU, e.MemoryMiB, e.Go, e.Kubernetes, short(e.GitCommit), map[bool]string{true: " (dirty)"}[e.GitDirty],
+		e.LoadAvgStart, e.LoadAvgEnd, e.DurationS, map[bool]string{true: ", quick"}[e.Quick])
+}
+
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return 0
+	}
+	return math.Round(a/b*100) / 100
+}

@@ -1,0 +1,530 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+
+	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/wake"
+)
+
+var deploymentsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+
+// fromZeroPatch is the controller's own scale-from-zero request: one JSON patch on /scale that
+// sets replicas only if there are none.
+func fromZeroPatch(minReplicas int32) []byte {
+	return []byte(`[{"op":"test","path":"/spec","value":{}},{"op":"add","path":"/spec/replicas","value":` +
+		strconv.Itoa(int(minReplicas)) + `}]`)
+}
+
+type floorSamples struct{ create, scale, status, total samples }
+
+// floor times, with no controller running, the three requests a controller cannot avoid per
+// wake: the resolver's create, the scale write and the status write.
+func (b *bench) floor(ctx context.Context) error {
+	const ns, warmup = "zw-bench-floor", 5
+	n := b.cfg.floorN
+	if err := createNamespace(ctx, b.kube, ns); err != nil {
+		return err
+	}
+	targets := names("floor", n+warmup)
+	if err := createDeployments(ctx, b.kube, ns, targets, 0); err != nil {
+		return err
+	}
+	// Each round waits, untimed, for its Deployment to be ready before the next begins, as
+	// scenario 2 does, so that both see the same background work (pods starting).
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
+	tr, err := newTracker(tctx, b.kube, b.zw, ns, 1)
+	if err != nil {
+		return err
+	}
+	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(ns)
+	scales := b.scales.Scales(ns)
+	var s floorSamples
+	for i, name := range targets {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		t0 := time.Now()
+		sr, err := srs.Create(rctx, scaleRequest(ns, name), metav1.CreateOptions{})
+		t1 := time.Now()
+		if err != nil {
+			cancel()
+			return fmt.Errorf("create: %w", err)
+		}
+		if _, err := scales.Patch(rctx, deploymentsGVR, name, types.JSONPatchType, fromZeroPatch(1), metav1.PatchOptions{}); err != nil {
+			cancel()
+			return fmt.Errorf("scale: %w", err)
+		}
+		t2 := time.Now()
+		now := metav1.Now()
+		sr.Status = v1alpha1.ScaleRequestStatus{
+			ObservedGeneration: sr.Generation, Phase: v1alpha1.PhaseScaling, PreviousReplicas: ptr.To[int32](0), Replicas: 1,
+			LastScaleTime: &now,
+			Conditions: []metav1.Condition{
+				{Type: v1alpha1.ConditionScaled, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonScaledFromZero,
+					Message: "Scaled Deployment/" + name + " from 0 to 1 replicas", ObservedGeneration: sr.Generation, LastTransitionTime: now},
+				{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonWaitingForReplicas,
+					Message: "waiting for Deployment/" + name + " to have 1 ready replicas", ObservedGeneration: sr.Generation, LastTransitionTime: now},
+			},
+		}
+		_, err = srs.UpdateStatus(rctx, sr, metav1.UpdateOptions{FieldManager: "zerowake-controller"})
+		t3 := time.Now()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+		if err := tr.wait(ctx, 60*time.Second, "Deployment "+name+" to be ready", func(t *tracker) bool {
+			e := t.byName[name]
+			return e != nil && !e.deployReady.IsZero()
+		}); err != nil {
+			return err
+		}
+		if i < warmup {
+			continue
+		}
+		s.create = append(s.create, t1.Sub(t0))
+		s.scale = append(s.scale, t2.Sub(t1))
+		s.status = append(s.status, t3.Sub(t2))
+		s.total = append(s.total, t3.Sub(t0))
+	}
+	b.floorTs = s
+	b.results.Floor = Floor{N: n, CreateMs: s.create.percentiles(), ScaleMs: s.scale.percentiles(),
+		StatusMs: s.status.percentiles(), TotalMs: s.total.percentiles()}
+	logf("floor: create %s, scale %s, status %s, total %s ms", ms(b.results.Floor.CreateMs), ms(b.results.Floor.ScaleMs),
+		ms(b.results.Floor.StatusMs), ms(b.results.Floor.TotalMs))
+	// No controller should ever find these half-done requests.
+	if err := srs.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+		return err
+	}
+	return b.burstFloor(ctx)
+}
+
+// burstFloor does scenario 3 without a controller: for as many idle Deployments, at once
+// (100 goroutines), the floor's three requests, then waits for every Deployment to be ready.
+// It says how fast this control plane can take the burst at all.
+func (b *bench) burstFloor(ctx context.Context) error {
+	const ns = "zw-bench-burst-floor"
+	n := b.cfg.burstN
+	if err := createNamespace(ctx, b.kube, ns); err != nil {
+		return err
+	}
+	targets := names("bfloor", n)
+	if err := createDeployments(ctx, b.kube, ns, targets, 0); err != nil {
+		return err
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tr, err := newTracker(tctx, b.kube, b.zw, ns, 1)
+	if err != nil {
+		return err
+	}
+	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(ns)
+	scales := b.scales.Scales(ns)
+	cpu0 := b.cpuSeconds()
+	t0 := time.Now()
+	err = parallel(ctx, n, 100, func(ctx context.Context, i int) error {
+		name := targets[i]
+		sr, err := srs.Create(ctx, scaleRequest(ns, name), metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		if _, err := scales.Patch(ctx, deploymentsGVR, name, types.JSONPatchType, fromZeroPatch(1), metav1.PatchOptions{}); err != nil {
+			return err
+		}
+		sr.Status = readyStatus(sr, name)
+		_, err = srs.UpdateStatus(ctx, sr, metav1.UpdateOptions{FieldManager: "zerowake-controller"})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := tr.wait(ctx, 10*time.Minute, fmt.Sprintf("%d Deployments to be ready", n), func(t *tracker) bool {
+		return t.counts.specScaled >= n && t.counts.deployReady >= n
+	}); err != nil {
+		return err
+	}
+	b.results.Burst.FloorCPUS = cpuDelta(cpu0, b.cpuSeconds())
+	tr.mu.Lock()
+	b.results.Burst.FloorAllScaledS = round2(tr.last.specScaled.Sub(t0).Seconds())
+	b.results.Burst.FloorDeploymentsReadyS = round2(tr.last.deployReady.Sub(t0).Seconds())
+	tr.mu.Unlock()
+	logf("burst floor: %d Deployments scaled in %.2fs, ready in %.2fs; CPU seconds %v", n, b.results.Burst.FloorAllScaledS,
+		b.results.Burst.FloorDeploymentsReadyS, b.results.Burst.FloorCPUS)
+	return srs.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+}
+
+type singleSamples struct {
+	scaled, status, ready, detect samples
+	// The same, timed from the create being sent (for the plot, against the floor's rounds).
+	sentScaled, sentStatus, sentReady samples
+}
+
+// runSingle wakes distinct idle Deployments one after the other, each once the previous is Ready.
+func (b *bench) runSingle(ctx context.Context) error {
+	const ns, warmup = "zw-bench-single", 3
+	n := b.cfg.singleN
+	if err := createNamespace(ctx, b.kube, ns); err != nil {
+		return err
+	}
+	targets := names("web", n+warmup)
+	if err := createDeployments(ctx, b.kube, ns, targets, 0); err != nil {
+		return err
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tr, err := newTracker(tctx, b.kube, b.zw, ns, 1)
+	if err != nil {
+		return err
+	}
+	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(ns)
+	var s singleSamples
+	reasons := map[string]int{}
+	var profileDone func()
+	for i, name := range targets {
+		if i == warmup {
+			profileDone = b.cpuProfile(ctx, "single", 30*time.Second)
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+		sent := time.Now()
+		_, err := srs.Create(rctx, scaleRequest(ns, name), metav1.CreateOptions{})
+		created := time.Now()
+		rcancel()
+		if err != nil {
+			return fmt.Errorf("create: %w", err)
+		}
+		err = tr.wait(ctx, 60*time.Second, "ScaleRequest "+name+" to be Ready", func(t *tracker) bool {
+			e := t.byName[name]
+			return e != nil && !e.specScaled.IsZero() && !e.condScaled.IsZero() && !e.condReady.IsZero() && !e.deployReady.IsZero()
+		})
+		if err != nil {
+			return err
+		}
+		e := tr.get(name)
+		reasons[e.scaledReasons]++
+		if i < warmup {
+			continue
+		}
+		s.scaled = append(s.scaled, e.specScaled.Sub(created))
+		s.status = append(s.status, e.condScaled.Sub(created))
+		s.ready = append(s.ready, e.condReady.Sub(created))
+		s.detect = append(s.detect, e.condReady.Sub(e.deployReady))
+		s.sentScaled = append(s.sentScaled, e.specScaled.Sub(sent))
+		s.sentStatus = append(s.sentStatus, e.condScaled.Sub(sent))
+		s.sentReady = append(s.sentReady, e.condReady.Sub(sent))
+	}
+	if profileDone != nil {
+		profileDone()
+	}
+	b.single = s
+	r := Single{N: n, ScaledMs: s.scaled.percentiles(), StatusMs: s.status.percentiles(), ReadyMs: s.ready.percentiles(),
+		ReadyDetectMs: s.detect.percentiles()}
+	r.OverheadRatioP50 = ratio(r.ScaledMs.P50, b.results.Floor.CreateMs.P50+b.results.Floor.ScaleMs.P50)
+	b.results.Single = r
+	logf("single: scaled %s, status %s, ready %s, ready detect %s ms; Scaled reasons %v", ms(r.ScaledMs), ms(r.StatusMs),
+		ms(r.ReadyMs), ms(r.ReadyDetectMs), reasons)
+	return nil
+}
+
+// burst creates ScaleRequests for many idle Deployments at once.
+func (b *bench) burst(ctx context.Context) error {
+	const ns = "zw-bench-burst"
+	n := b.cfg.burstN
+	if err := createNamespace(ctx, b.kube, ns); err != nil {
+		return err
+	}
+	targets := names("burst", n)
+	if err := createDeployments(ctx, b.kube, ns, targets, 0); err != nil {
+		return err
+	}
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tr, err := newTracker(tctx, b.kube, b.zw, ns, 1)
+	if err != nil {
+		return err
+	}
+	before, err := scrape(ctx, b.ctrl.Ops)
+	if err != nil {
+		return err
+	}
+	profileDone := b.cpuProfile(ctx, "burst", 20*time.Second)
+	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(ns)
+	cpu0 := b.cpuSeconds()
+	t0 := time.Now()
+	err = parallel(ctx, n, 100, func(ctx context.Context, i int) error {
+		_, err := srs.Create(ctx, scaleRequest(ns, targets[i]), metav1.CreateOptions{})
+		return err
+	})
+	created := time.Since(t0)
+	if err != nil {
+		return fmt.Errorf("creating ScaleRequests: %w", err)
+	}
+	if err := tr.wait(ctx, 5*time.Minute, fmt.Sprintf("%d Deployments to be scaled", n), func(t *tracker) bool { return t.counts.specScaled >= n }); err != nil {
+		return err
+	}
+	if err := tr.wait(ctx, 10*time.Minute, fmt.Sprintf("%d ScaleRequests to be Ready", n), func(t *tracker) bool {
+		return t.counts.condReady >= n && t.counts.deployReady >= n
+	}); err != nil {
+		return err
+	}
+	cpu := cpuDelta(cpu0, b.cpuSeconds())
+	profileDone()
+	if err := sleep(ctx, 2*time.Second); err != nil {
+		return err
+	}
+	after, err := scrape(ctx, b.ctrl.Ops)
+	if err != nil {
+		return err
+	}
+	tr.mu.Lock()
+	r := Burst{
+		Deployments:        n,
+		AllScaledS:         round2(tr.last.specScaled.Sub(t0).Seconds()),
+		AllReadyS:          round2(tr.last.condReady.Sub(t0).Seconds()),
+		CreateS:            round2(created.Seconds()),
+		DeploymentsReadyS:  round2(tr.last.deployReady.Sub(t0).Seconds()),
+		ControllerRequests: requestDelta(apiRequests(before), apiRequests(after)),
+		CPUS:               cpu,
+		PeakRSSMiB:         peakRSSMiB(b.ctrl.Pid()),
+	}
+	tr.mu.Unlock()
+	r.ScaledPerS = round2(float64(n) / r.AllScaledS)
+	r.FloorAllScaledS, r.FloorDeploymentsReadyS = b.results.Burst.FloorAllScaledS, b.results.Burst.FloorDeploymentsReadyS
+	r.FloorCPUS = b.results.Burst.FloorCPUS
+	b.results.Burst = r
+	logf("burst: all scaled %.2fs, all ready %.2fs (creates took %.2fs, deployments ready %.2fs); controller peak RSS %.1f MiB; controller requests %v; CPU seconds %v",
+		r.AllScaledS, r.AllReadyS, r.CreateS, r.DeploymentsReadyS, r.PeakRSSMiB, r.ControllerRequests, r.CPUS)
+	return nil
+}
+
+// countingTransport counts the wake client's writes to ScaleRequests.
+type countingTransport struct {
+	next   http.RoundTripper
+	writes *atomic.Int64
+}
+
+func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method != http.MethodGet && strings.Contains(req.URL.Path, "/scalerequests") {
+		t.writes.Add(1)
+	}
+	return t.next.RoundTrip(req)
+}
+
+// herd sends many Wake calls for one idle Deployment through the wake client.
+func (b *bench) herd(ctx context.Context) error {
+	const ns, name = "zw-bench-herd", "herd"
+	calls, workers := b.cfg.herdCalls, b.cfg.herdWorkers
+	if err := createNamespace(ctx, b.kube, ns); err != nil {
+		return err
+	}
+	if err := createDeployments(ctx, b.kube, ns, []string{name}, 0); err != nil {
+		return err
+	}
+	var crWrites atomic.Int64
+	cfg := rest.CopyConfig(b.admin)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &countingTransport{next: rt, writes: &crWrites} })
+	client, err := wake.NewForConfig(cfg, wake.Options{Namespace: ns})
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := client.Start(wctx); err != nil {
+		return err
+	}
+	defer client.Stop()
+	before, err := scrape(ctx, b.ctrl.Ops)
+	if err != nil {
+		return err
+	}
+
+	target := wake.Deployment(ns, name)
+	var mu sync.Mutex
+	actions := map[string]int{}
+	start := time.Now()
+	err = parallel(wctx, workers, workers, func(ctx context.Context, _ int) error {
+		local := map[string]int{}
+		for range calls / workers {
+			a, err := client.Wake(ctx, target)
+			if err != nil {
+				return err
+			}
+			local[a.String()]++
+		}
+		mu.Lock()
+		for k, v := range local {
+			actions[k] += v
+		}
+		mu.Unlock()
+		return nil
+	})
+	callsTook := time.Since(start)
+	if err != nil {
+		return fmt.Errorf("wake: %w", err)
+	}
+	if _, err := client.WaitReady(wctx, target); err != nil {
+		return fmt.Errorf("waiting for readiness: %w", err)
+	}
+	ready := time.Since(start)
+	// Anything the controller would still write comes within a moment.
+	if err := sleep(ctx, 3*time.Second); err != nil {
+		return err
+	}
+	after, err := scrape(ctx, b.ctrl.Ops)
+	if err != nil {
+		return err
+	}
+	delta := requestDelta(apiRequests(before), apiRequests(after))
+	r := Herd{
+		WakeCalls: workers * (calls / workers), Goroutines: workers, Actions: actions,
+		CRWrites:           int(crWrites.Load()),
+		ScaleWrites:        int(writesIn(delta, func(_, res string) bool { return res == "deployments/scale" })),
+		StatusWrites:       int(writesIn(delta, func(_, res string) bool { return res == "scalerequests/status" })),
+		CallsMs:            round2(float64(callsTook) / float64(time.Millisecond)),
+		ReadyMs:            round2(float64(ready) / float64(time.Millisecond)),
+		ControllerRequests: delta,
+	}
+	b.results.Herd = r
+	logf("herd: %d calls in %.1fms, ready after %.1fms; writes: ScaleRequest %d, scale %d, status %d; actions %v; controller requests %v",
+		r.WakeCalls, r.CallsMs, r.ReadyMs, r.CRWrites, r.ScaleWrites, r.StatusWrites, actions, delta)
+	return nil
+}
+
+// footprint measures the controller's memory with no ScaleRequests, with many settled ones,
+// and with as many unrelated Deployments added; then its API writes while idle.
+func (b *bench) footprint(ctx context.Context) error {
+	const srNS, deployNS = "zw-bench-srs", "zw-bench-idle"
+	r := Footprint{ScaleRequests: b.cfg.fpSRs, Deployments: b.cfg.fpDeploys, Readings: map[string]memReading{}}
+
+	// The controller that served scenarios 2 to 4, for what it keeps after them.
+	if b.ctrl != nil {
+		m, err := b.readMemory(ctx, "after_scenarios")
+		if err != nil {
+			return err
+		}
+		r.Readings["after_scenarios"] = m
+	}
+
+	// 0 ScaleRequests: remove those of the other scenarios, then start afresh.
+	b.stopController()
+	for _, ns := range []string{"zw-bench-floor", "zw-bench-burst-floor", "zw-bench-single", "zw-bench-burst", "zw-bench-herd", srNS} {
+		if err := b.zw.ZerowakeV1alpha1().ScaleRequests(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
+			return err
+		}
+	}
+	if err := poll(ctx, 2*time.Minute, 200*time.Millisecond, "every ScaleRequest to be deleted", func(ctx context.Context) (bool, error) {
+		list, err := b.zw.ZerowakeV1alpha1().ScaleRequests("").List(ctx, metav1.ListOptions{Limit: 1})
+		return err == nil && len(list.Items) == 0, err
+	}); err != nil {
+		return err
+	}
+	if err := b.startController(ctx); err != nil {
+		return err
+	}
+	m0, err := b.readMemory(ctx, "0")
+	if err != nil {
+		return err
+	}
+	r.Readings["0"] = m0
+
+	// N settled (Ready) ScaleRequests, as a cluster holds after N workloads have been woken
+	// once. They are written with the controller stopped, so that it finds them at start-up.
+	b.stopController()
+	if err := createNamespace(ctx, b.kube, srNS); err != nil {
+		return err
+	}
+	t := time.Now()
+	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(srNS)
+	err = parallel(ctx, b.cfg.fpSRs, 48, func(ctx context.Context, i int) error {
+		name := fmt.Sprintf("app-%05d", i)
+		sr, err := srs.Create(ctx, scaleRequest(srNS, name), metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		sr.Status = readyStatus(sr, name)
+		_, err = srs.UpdateStatus(ctx, sr, metav1.UpdateOptions{FieldManager: "zerowake-controller"})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("creating ScaleRequests: %w", err)
+	}
+	logf("footprint: %d Ready ScaleRequests written in %s", b.cfg.fpSRs, time.Since(t).Round(time.Millisecond))
+	if err := b.startController(ctx); err != nil {
+		return err
+	}
+	m10k, err := b.readMemory(ctx, "10k")
+	if err != nil {
+		return err
+	}
+	r.Readings["10k"] = m10k
+
+	// N unrelated idle Deployments.
+	t = time.Now()
+	if err := createNamespace(ctx, b.kube, deployNS); err != nil {
+		return err
+	}
+	// Not waiting for the deployment controller to catch up (it creates a ReplicaSet for each):
+	// what is measured is this controller, which should not even notice.
+	if err := createDeploymentsNoWait(ctx, b.kube, deployNS, names("idle", b.cfg.fpDeploys), 0); err != nil {
+		return err
+	}
+	logf("footprint: %d Deployments created in %s", b.cfg.fpDeploys, time.Since(t).Round(time.Millisecond))
+	m10kd, err := b.readMemory(ctx, "10k_deploys")
+	if err != nil {
+		return err
+	}
+	r.Readings["10k_deploys"] = m10kd
+	r.RSSMiB0, r.HeapMiB0 = m0.RSSMiB, m0.HeapMiB
+	r.RSSMiB10k, r.HeapMiB10k = m10k.RSSMiB, m10k.HeapMiB
+	r.RSSMiB10kDeploys, r.HeapMiB10kDeploys = m10kd.RSSMiB, m10kd.HeapMiB
+	r.RSSGrowthPct10kDeploys = round2((m10kd.RSSMiB - m10k.RSSMiB) / m10k.RSSMiB * 100)
+
+	// Idle writes.
+	before, err := scrape(ctx, b.ctrl.Ops)
+	if err != nil {
+		return err
+	}
+	if err := sleep(ctx, b.cfg.idleWindow); err != nil {
+		return err
+	}
+	after, err := scrape(ctx, b.ctrl.Ops)
+	if err != nil {
+		return err
+	}
+	delta := requestDelta(apiRequests(before), apiRequests(after))
+	perMin := time.Minute.Seconds() / b.cfg.idleWindow.Seconds()
+	r.IdleWindowS = b.cfg.idleWindow.Seconds()
+	r.IdleRequests = delta
+	r.IdleWritesPerMin = round2(writesIn(delta, nil) * perMin)
+	r.IdleWritesPerMinExclLease = round2(writesIn(delta, func(_, res string) bool { return res != "leases" }) * perMin)
+	b.results.Footprint = r
+	logf("footprint: idle over %s: %v", b.cfg.idleWindow, delta)
+	return nil
+}
+
+// readyStatus is the status the controller writes when a request's target is ready.
+func readyStatus(sr *v1alpha1.ScaleRequest, name string) v1alpha1.ScaleRequestStatus {
+	now := metav1.Now()
+	return v1alpha1.ScaleRequestStatus{
+		ObservedGeneration: sr.Generation, Phase: v1alpha1.PhaseReady, PreviousReplicas: ptr.To[int32](0),
+		Replicas: 1, ReadyReplicas: 1, LastScaleTime: &now, ReadyTime: &now,
+		ColdStartDuration: &metav1.Duration{Duration: 250 * time.Millisecond},
+		Conditions: []metav1.Condition{
+			{Type: v1alpha1.ConditionScaled, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonScaledFromZero,
+				Message: "Scaled Deployment/" + name + " from 0 to 1 replicas", ObservedGeneration: sr.Generation, LastTransitionTime: now},
+			{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonTargetReady,
+				Message: "Deployment/" + name + " has 1/1 ready replicas, 250ms after the signal", ObservedGeneration: sr.Generation, LastTransitionTime: now},
+		},
+	}
+}
