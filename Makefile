@@ -21,8 +21,16 @@ tools: ## Build (or reuse) etcd, kwok and the Kubernetes binaries.
 	hack/tools.sh all
 
 .PHONY: test
-test: tools ## Run unit and integration tests (integration tests start a local control plane per package).
-	go test $(GO_TEST_FLAGS) ./...
+test: tools ## Run unit and integration tests (each integration package starts its own local control plane).
+	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /e2e/faults)
+
+.PHONY: test-faults
+test-faults: tools ## Fault tests: controller crash, apiserver restart, failover, fights, churn, least privilege (~5 min).
+	go test $(GO_TEST_FLAGS) -v ./e2e/faults/
+
+.PHONY: bench
+bench: tools ## Benchmarks on the local control plane: table, $$BENCH_OUT JSON and a PNG plot (BENCH_QUICK=1: shorter).
+	go run ./hack/bench
 
 .PHONY: test-unit
 test-unit: ## Run only the tests that need no control plane.
