@@ -29,7 +29,7 @@ test-faults: tools ## Fault tests: controller crash, apiserver restart, failover
 	go test $(GO_TEST_FLAGS) -v ./e2e/faults/
 
 .PHONY: bench
-bench: tools ## Benchmarks on the local control plane: table, $$BENCH_OUT JSON and a PNG plot (BENCH_QUICK=1: shorter).
+bench: tools ## Benchmarks on the local control plane: table, JSON at BENCH_OUT and a PNG plot (BENCH_QUICK=1: shorter).
 	go run ./hack/bench
 
 .PHONY: test-unit
