@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -9,8 +10,12 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 )
 
@@ -60,6 +65,14 @@ func TestLostLeaseExitsWithoutDraining(t *testing.T) {
 	if _, err := leases.Update(ctx, lease, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The fake clientset does not check resourceVersions; the API server would refuse the old
+	// leader's renewals of a lease it no longer holds, so refuse them here too.
+	kube.PrependReactor("update", "leases", func(action k8stesting.Action) (bool, kruntime.Object, error) {
+		if l := action.(k8stesting.UpdateAction).GetObject().(*coordinationv1.Lease); ptr.Deref(l.Spec.HolderIdentity, "") != "thief" {
+			return true, nil, apierrors.NewConflict(coordinationv1.Resource("leases"), opts.leaseName, errors.New("the lease was taken"))
+		}
+		return false, nil, nil
+	})
 
 	select {
 	case running := <-exited:
