@@ -112,7 +112,9 @@ func run() error {
 		cfg.floorN, cfg.singleN, cfg.burstN = 200, 200, 1000
 		cfg.herdCalls, cfg.herdWorkers = 10000, 100
 		cfg.fpSRs, cfg.fpDeploys = 10000, 10000
-		cfg.idleWindow, cfg.settle = 60*time.Second, 10*time.Second
+		// Long enough for the runtime to return most of what the start-up list freed to the
+		// OS, so that RSS readings are steady.
+		cfg.idleWindow, cfg.settle = 60*time.Second, 30*time.Second
 	}
 	if v := os.Getenv("BENCH_FOOTPRINT_N"); v != "" { // for development only
 		n, err := strconv.Atoi(v)

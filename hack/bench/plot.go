@@ -25,10 +25,11 @@ func writePlot(path string, s *singleSamples, f *floorSamples, r *Results) error
 		floorCS = append(floorCS, f.create[i]+f.scale[i])
 	}
 	blue, orange := color.RGBA{31, 119, 180, 255}, color.RGBA{255, 127, 14, 255}
+	lightBlue, lightOrange := color.RGBA{140, 190, 230, 255}, color.RGBA{250, 195, 140, 255}
 	all := []series{
-		{label: "floor: create + scale PATCH, by the client itself", c: blue, ms: floorCS.ms(), dash: true},
+		{label: "floor: create + scale PATCH, by the client itself", c: lightBlue, ms: floorCS.ms(), dash: true},
 		{label: "zerowake: create sent -> replicas set (seen by watch)", c: blue, ms: s.sentScaled.ms()},
-		{label: "floor: create + scale PATCH + status PUT", c: orange, ms: f.total.ms(), dash: true},
+		{label: "floor: create + scale PATCH + status PUT", c: lightOrange, ms: f.total.ms(), dash: true},
 		{label: "zerowake: create sent -> Scaled condition (seen by watch)", c: orange, ms: s.sentStatus.ms()},
 		{label: "zerowake: create sent -> Ready condition (pods ready, kwok)", c: color.RGBA{44, 160, 44, 255}, ms: s.sentReady.ms()},
 		{label: "zerowake: Deployment ready -> Ready condition (ready_detect)", c: color.RGBA{214, 39, 40, 255}, ms: s.detect.ms()},
@@ -132,7 +133,7 @@ func line(img *image.RGBA, x0, y0, x1, y1 int, c color.Color, width int, dash bo
 	dx, dy := x1-x0, y1-y0
 	steps := max(abs(dx), abs(dy))
 	for i := 0; i <= steps; i++ {
-		if dash && (i/6)%2 == 1 {
+		if dash && (i/8)%2 == 1 {
 			continue
 		}
 		x, y := x0, y0

@@ -30,6 +30,8 @@ type Floor struct {
 	ScaleMs  Percentiles `json:"scale_ms"`
 	StatusMs Percentiles `json:"status_ms"`
 	TotalMs  Percentiles `json:"total_ms"`
+	// CPUS is the CPU seconds each process used during the rounds (see Single.CPUS).
+	CPUS map[string]float64 `json:"cpu_s"`
 }
 
 // Single: sequential wakes of distinct idle Deployments, timed from the create returning.
@@ -40,6 +42,14 @@ type Single struct {
 	ReadyMs          Percentiles `json:"ready_ms"`
 	ReadyDetectMs    Percentiles `json:"ready_detect_ms"`
 	OverheadRatioP50 float64     `json:"overhead_ratio_p50"`
+	// SentScaledMs is timed from the create being sent rather than returning, and
+	// SentOverheadRatioP50 = sent_scaled_ms.p50 / (floor.create_ms.p50 + floor.scale_ms.p50):
+	// the whole wake, end to end, against a client that scales by itself.
+	SentScaledMs         Percentiles `json:"sent_scaled_ms"`
+	SentOverheadRatioP50 float64     `json:"sent_overhead_ratio_p50"`
+	// CPUS is the CPU seconds each process used during the scenario; "machine" counts every
+	// process on the machine, so machine - total is what others took meanwhile.
+	CPUS map[string]float64 `json:"cpu_s"`
 }
 
 // Burst: distinct idle Deployments woken at once, with the controller's default flags.
@@ -186,6 +196,8 @@ func printTable(w io.Writer, r *Results) {
 	add("single.ready_ms", ms(s.ReadyMs), "", nil)
 	add("single.ready_detect_ms", ms(s.ReadyDetectMs), "p99 ≤ 50", check(s.ReadyDetectMs.P99 <= 50))
 	add("single.overhead_ratio_p50", fmt.Sprintf("%.2f", s.OverheadRatioP50), "≤ 1.3", check(s.OverheadRatioP50 <= 1.3))
+	add("single.sent_scaled_ms (from create sent)", ms(s.SentScaledMs), "", nil)
+	add("single.sent_overhead_ratio_p50", fmt.Sprintf("%.2f", s.SentOverheadRatioP50), "", nil)
 	add(fmt.Sprintf("burst.all_scaled_s (n=%d)", b.Deployments), fmt.Sprintf("%.2f", b.AllScaledS), "≤ 5", check(b.AllScaledS <= 5))
 	add("burst.all_ready_s", fmt.Sprintf("%.2f", b.AllReadyS), "≤ 15", check(b.AllReadyS <= 15))
 	add("burst.scaled_per_s", fmt.Sprintf("%.0f", b.ScaledPerS), "", nil)
@@ -203,6 +215,14 @@ func printTable(w io.Writer, r *Results) {
 	add("footprint.rss_growth_pct_10k_deploys", fmt.Sprintf("%.1f", fp.RSSGrowthPct10kDeploys), "≤ 10", check(fp.RSSGrowthPct10kDeploys <= 10))
 	add("footprint.idle_writes_per_min (all)", fmt.Sprintf("%.1f", fp.IdleWritesPerMin), "0", check(fp.IdleWritesPerMin == 0))
 	add("  of which not leader-election lease renewals", fmt.Sprintf("%.1f", fp.IdleWritesPerMinExclLease), "0", check(fp.IdleWritesPerMinExclLease == 0))
+
+	others := func(cpu map[string]float64) string {
+		if cpu == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.0f%%", 100*(cpu["machine"]-cpu["total"])/math.Max(cpu["machine"], 1e-9))
+	}
+	add("CPU taken by other processes: floor / single / burst", fmt.Sprintf("%s / %s / %s", others(f.CPUS), others(s.CPUS), others(b.CPUS)), "", nil)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "metric\tvalue\ttarget\tmet?")

@@ -54,6 +54,7 @@ func (b *bench) floor(ctx context.Context) error {
 	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(ns)
 	scales := b.scales.Scales(ns)
 	var s floorSamples
+	cpu0 := b.cpuSeconds()
 	for i, name := range targets {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		t0 := time.Now()
@@ -101,7 +102,7 @@ func (b *bench) floor(ctx context.Context) error {
 	}
 	b.floorTs = s
 	b.results.Floor = Floor{N: n, CreateMs: s.create.percentiles(), ScaleMs: s.scale.percentiles(),
-		StatusMs: s.status.percentiles(), TotalMs: s.total.percentiles()}
+		StatusMs: s.status.percentiles(), TotalMs: s.total.percentiles(), CPUS: cpuDelta(cpu0, b.cpuSeconds())}
 	logf("floor: create %s, scale %s, status %s, total %s ms", ms(b.results.Floor.CreateMs), ms(b.results.Floor.ScaleMs),
 		ms(b.results.Floor.StatusMs), ms(b.results.Floor.TotalMs))
 	// No controller should ever find these half-done requests.
@@ -192,6 +193,7 @@ func (b *bench) runSingle(ctx context.Context) error {
 	var s singleSamples
 	reasons := map[string]int{}
 	var profileDone func()
+	cpu0 := b.cpuSeconds()
 	for i, name := range targets {
 		if i == warmup {
 			profileDone = b.cpuProfile(ctx, "single", 30*time.Second)
@@ -229,11 +231,13 @@ func (b *bench) runSingle(ctx context.Context) error {
 	}
 	b.single = s
 	r := Single{N: n, ScaledMs: s.scaled.percentiles(), StatusMs: s.status.percentiles(), ReadyMs: s.ready.percentiles(),
-		ReadyDetectMs: s.detect.percentiles()}
+		ReadyDetectMs: s.detect.percentiles(), CPUS: cpuDelta(cpu0, b.cpuSeconds())}
 	r.OverheadRatioP50 = ratio(r.ScaledMs.P50, b.results.Floor.CreateMs.P50+b.results.Floor.ScaleMs.P50)
+	r.SentScaledMs = s.sentScaled.percentiles()
+	r.SentOverheadRatioP50 = ratio(r.SentScaledMs.P50, b.results.Floor.CreateMs.P50+b.results.Floor.ScaleMs.P50)
 	b.results.Single = r
-	logf("single: scaled %s, status %s, ready %s, ready detect %s ms; Scaled reasons %v", ms(r.ScaledMs), ms(r.StatusMs),
-		ms(r.ReadyMs), ms(r.ReadyDetectMs), reasons)
+	logf("single: scaled %s, status %s, ready %s, ready detect %s ms; Scaled reasons %v; CPU seconds %v", ms(r.ScaledMs), ms(r.StatusMs),
+		ms(r.ReadyMs), ms(r.ReadyDetectMs), reasons, r.CPUS)
 	return nil
 }
 
