@@ -220,7 +220,7 @@ func printTable(w io.Writer, r *Results) {
 		if cpu == nil {
 			return "-"
 		}
-		return fmt.Sprintf("%.0f%%", 100*(cpu["machine"]-cpu["total"])/math.Max(cpu["machine"], 1e-9))
+		return fmt.Sprintf("%.0f%%", math.Max(0, 100*(cpu["machine"]-cpu["total"])/math.Max(cpu["machine"], 1e-9)))
 	}
 	add("CPU taken by other processes: floor / single / burst", fmt.Sprintf("%s / %s / %s", others(f.CPUS), others(s.CPUS), others(b.CPUS)), "", nil)
 
