@@ -198,8 +198,14 @@ func printTable(w io.Writer, r *Results) {
 	add("single.overhead_ratio_p50", fmt.Sprintf("%.2f", s.OverheadRatioP50), "≤ 1.3", check(s.OverheadRatioP50 <= 1.3))
 	add("single.sent_scaled_ms (from create sent)", ms(s.SentScaledMs), "", nil)
 	add("single.sent_overhead_ratio_p50", fmt.Sprintf("%.2f", s.SentOverheadRatioP50), "", nil)
-	add(fmt.Sprintf("burst.all_scaled_s (n=%d)", b.Deployments), fmt.Sprintf("%.2f", b.AllScaledS), "≤ 5", check(b.AllScaledS <= 5))
-	add("burst.all_ready_s", fmt.Sprintf("%.2f", b.AllReadyS), "≤ 15", check(b.AllReadyS <= 15))
+	// The burst targets are for 1,000 targets; a quick run's smaller burst is not judged.
+	if b.Deployments == 1000 {
+		add(fmt.Sprintf("burst.all_scaled_s (n=%d)", b.Deployments), fmt.Sprintf("%.2f", b.AllScaledS), "≤ 5", check(b.AllScaledS <= 5))
+		add("burst.all_ready_s", fmt.Sprintf("%.2f", b.AllReadyS), "≤ 15", check(b.AllReadyS <= 15))
+	} else {
+		add(fmt.Sprintf("burst.all_scaled_s (n=%d)", b.Deployments), fmt.Sprintf("%.2f", b.AllScaledS), "≤ 5 at n=1000", nil)
+		add("burst.all_ready_s", fmt.Sprintf("%.2f", b.AllReadyS), "≤ 15 at n=1000", nil)
+	}
 	add("burst.scaled_per_s", fmt.Sprintf("%.0f", b.ScaledPerS), "", nil)
 	add("burst.create_s (benchmark's creates)", fmt.Sprintf("%.2f", b.CreateS), "", nil)
 	add("burst.deployments_ready_s", fmt.Sprintf("%.2f", b.DeploymentsReadyS), "", nil)
