@@ -8,6 +8,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 
 	"github.com/zerowake/zerowake/e2e/framework"
@@ -209,14 +210,20 @@ func TestLostLeaseStopsWork(t *testing.T) {
 	f.waitFor(2*time.Minute, 10*time.Millisecond, func() string { return "a third of the burst to be scaled" },
 		func(context.Context) bool { return f.scaledFromZero(c) >= failoverBurst/3 })
 	ctx := testContext(t, time.Minute)
-	l, err := kube.CoordinationV1().Leases(installNamespace).Get(ctx, lease, metav1.GetOptions{})
+	// The leader renews every 500ms, so a read-modify-write of its lease can lose the race to a
+	// renewal; retrying on the conflict is what a real competing candidate does too.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l, err := kube.CoordinationV1().Leases(installNamespace).Get(ctx, lease, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		l.Spec.HolderIdentity = ptr.To("thief")
+		l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+		l.Spec.LeaseDurationSeconds = ptr.To[int32](3600)
+		_, err = kube.CoordinationV1().Leases(installNamespace).Update(ctx, l, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	l.Spec.HolderIdentity = ptr.To("thief")
-	l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
-	l.Spec.LeaseDurationSeconds = ptr.To[int32](3600)
-	if _, err := kube.CoordinationV1().Leases(installNamespace).Update(ctx, l, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	stolenAt := time.Now()
