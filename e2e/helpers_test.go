@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/e2e/framework"
 	"github.com/zerowake/zerowake/hack/localcluster"
 )
 
@@ -109,7 +108,7 @@ func waitForScaleRequest(t *testing.T, ns, name, what string, done func(*v1alpha
 		return done(sr), nil
 	})
 	if err != nil {
-		t.Fatalf("ScaleRequest %s/%s never became %s; last status: %s\ncontroller log:\n%s", ns, name, what, describeStatus(last), shared.Tail(15))
+		t.Fatalf("ScaleRequest %s/%s never became %s; last status: %s\ncontroller log:\n%s", ns, name, what, framework.DescribeStatus(last), shared.Tail(15))
 	}
 	return last
 }
@@ -121,24 +120,11 @@ func inPhase(phase v1alpha1.ScaleRequestPhase) func(*v1alpha1.ScaleRequest) bool
 	}
 }
 
-func describeStatus(sr *v1alpha1.ScaleRequest) string {
-	if sr == nil {
-		return "<none>"
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "generation=%d observed=%d phase=%s replicas=%d ready=%d", sr.Generation, sr.Status.ObservedGeneration,
-		sr.Status.Phase, sr.Status.Replicas, sr.Status.ReadyReplicas)
-	for _, c := range sr.Status.Conditions {
-		fmt.Fprintf(&b, "\n  %s=%s %s (gen %d): %s", c.Type, c.Status, c.Reason, c.ObservedGeneration, c.Message)
-	}
-	return b.String()
-}
-
 func expectCondition(t *testing.T, sr *v1alpha1.ScaleRequest, condType string, status metav1.ConditionStatus, reason string) *metav1.Condition {
 	t.Helper()
 	c := meta.FindStatusCondition(sr.Status.Conditions, condType)
 	if c == nil || c.Status != status || c.Reason != reason || c.ObservedGeneration != sr.Generation {
-		t.Fatalf("want %s=%s %s for generation %d; status: %s", condType, status, reason, sr.Generation, describeStatus(sr))
+		t.Fatalf("want %s=%s %s for generation %d; status: %s", condType, status, reason, sr.Generation, framework.DescribeStatus(sr))
 	}
 	return c
 }

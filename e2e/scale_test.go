@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/e2e/framework"
 )
 
 func TestScaleDeploymentFromZero(t *testing.T) {
@@ -25,7 +26,7 @@ func TestScaleDeploymentFromZero(t *testing.T) {
 		t.Errorf("Ready (%s) before Scaled (%s)", ready.LastTransitionTime, scaled.LastTransitionTime)
 	}
 	if sr.Status.PreviousReplicas == nil || *sr.Status.PreviousReplicas != 0 || sr.Status.Replicas != 2 || sr.Status.ReadyReplicas != 2 {
-		t.Errorf("status replicas: %s", describeStatus(sr))
+		t.Errorf("status replicas: %s", framework.DescribeStatus(sr))
 	}
 	if sr.Status.ColdStartDuration == nil || sr.Status.ColdStartDuration.Duration <= 0 || sr.Status.ReadyTime == nil || sr.Status.LastScaleTime == nil {
 		t.Errorf("cold start not recorded: %+v", sr.Status)

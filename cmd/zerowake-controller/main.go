@@ -258,7 +258,14 @@ func run(ctx context.Context, opts *options) error {
 	if !opts.leaderElect {
 		return ctrl.Run(ctx, opts.workers)
 	}
-	return runAsLeader(ctx, opts, kube, leaderHealth, func(ctx context.Context) error {
+	// The Lease gets a client of its own, as kube-controller-manager's does: renewals must not
+	// queue behind a burst of events in a shared rate limiter, or the leader would lose its
+	// lease exactly when it is busiest.
+	leaseClient, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(config), "leader-election"))
+	if err != nil {
+		return err
+	}
+	return runAsLeader(ctx, opts, leaseClient, leaderHealth, func(ctx context.Context) error {
 		return ctrl.Run(ctx, opts.workers)
 	}, logger)
 }

@@ -133,9 +133,9 @@ func TestChurn(t *testing.T) {
 		scaled := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled)
 		if scaled == nil || scaled.Status != metav1.ConditionFalse || scaled.Reason != v1alpha1.ReasonTargetNotFound ||
 			meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionReady) != nil {
-			f.fatalf("status of a request whose target was deleted: %s", describeStatus(sr))
+			f.fatalf("status of a request whose target was deleted: %s", framework.DescribeStatus(sr))
 		}
-		t.Logf("status: %s", describeStatus(sr))
+		t.Logf("status: %s", framework.DescribeStatus(sr))
 	})
 
 	t.Run("RequestDeletedInFlight", func(t *testing.T) {
@@ -219,9 +219,9 @@ func TestChurn(t *testing.T) {
 			t.Fatal(err)
 		}
 		sr := f.waitForPhase(ns, "pending", v1alpha1.PhaseFailed, 30*time.Second)
-		t.Logf("waiting request after its kind was removed: %s", describeStatus(sr))
+		t.Logf("waiting request after its kind was removed: %s", framework.DescribeStatus(sr))
 		if meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionReady) != nil {
-			f.fatalf("Ready condition kept for a target that is gone: %s", describeStatus(sr))
+			f.fatalf("Ready condition kept for a target that is gone: %s", framework.DescribeStatus(sr))
 		}
 
 		// A new signal for a kind that is no longer served. Right after the CRD is deleted the
@@ -229,9 +229,9 @@ func TestChurn(t *testing.T) {
 		// does, the controller must say the kind is unknown, and forget how it resolved it.
 		f.bump(ns, "gadget")
 		sr = f.waitForPhase(ns, "gadget", v1alpha1.PhaseFailed, 30*time.Second)
-		t.Logf("new signal after the kind was removed: %s", describeStatus(sr))
+		t.Logf("new signal after the kind was removed: %s", framework.DescribeStatus(sr))
 		sr = f.waitForScaled(ns, "gadget", metav1.ConditionFalse, v1alpha1.ReasonKindUnknown, 30*time.Second)
-		t.Logf("then: %s", describeStatus(sr))
+		t.Logf("then: %s", framework.DescribeStatus(sr))
 
 		// The kind comes back, at another version: the controller's RESTMapper finds its new
 		// mapping on the re-check (requests name a group and kind; the version is resolved).

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/e2e/framework"
 )
 
 // burstSize is the number of distinct idle targets woken at once by the crash and apiserver
@@ -126,7 +127,7 @@ func (f *fixture) checkAllScaledConditions(ns string) {
 		sr := &list.Items[i]
 		c := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled)
 		if c == nil || c.Status != metav1.ConditionTrue || (c.Reason != v1alpha1.ReasonScaledFromZero && c.Reason != v1alpha1.ReasonAlreadyScaled) {
-			f.t.Errorf("%s: %s", sr.Name, describeStatus(sr))
+			f.t.Errorf("%s: %s", sr.Name, framework.DescribeStatus(sr))
 			continue
 		}
 		reasons[c.Reason]++

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/e2e/framework"
 )
 
 const (
@@ -199,7 +200,7 @@ func TestFight(t *testing.T) {
 		f.fatalf("web's Scaled condition never said %s; seen %v", v1alpha1.ReasonScaleFight, seen)
 	}
 	if cond := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled); cond == nil || cond.Reason != v1alpha1.ReasonScaleFight {
-		f.fatalf("web's final status does not tell of the fight: %s", describeStatus(sr))
+		f.fatalf("web's final status does not tell of the fight: %s", framework.DescribeStatus(sr))
 	}
 	warnings, err := events(ctx, ns, "web", corev1.EventTypeWarning, v1alpha1.ReasonScaleFight)
 	if err != nil || len(warnings) == 0 {
@@ -215,7 +216,7 @@ func (f *fixture) waitForPhase(ns, name string, phase v1alpha1.ScaleRequestPhase
 	f.t.Helper()
 	var last *v1alpha1.ScaleRequest
 	f.waitFor(timeout, 20*time.Millisecond, func() string {
-		return "ScaleRequest " + ns + "/" + name + " to be " + string(phase) + "; last: " + describeStatus(last)
+		return "ScaleRequest " + ns + "/" + name + " to be " + string(phase) + "; last: " + framework.DescribeStatus(last)
 	}, func(ctx context.Context) bool {
 		sr, err := client.ZerowakeV1alpha1().ScaleRequests(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -233,7 +234,7 @@ func (f *fixture) waitForScaled(ns, name string, status metav1.ConditionStatus, 
 	f.t.Helper()
 	var last *v1alpha1.ScaleRequest
 	f.waitFor(timeout, 20*time.Millisecond, func() string {
-		return "ScaleRequest " + ns + "/" + name + " to be Scaled=" + string(status) + " " + reason + "; last: " + describeStatus(last)
+		return "ScaleRequest " + ns + "/" + name + " to be Scaled=" + string(status) + " " + reason + "; last: " + framework.DescribeStatus(last)
 	}, func(ctx context.Context) bool {
 		sr, err := client.ZerowakeV1alpha1().ScaleRequests(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {

@@ -457,7 +457,7 @@ func (f *fixture) waitAllReady(ns string, n int, timeout time.Duration) census {
 				fmt.Fprintf(&b, "\n  ... and %d more", len(last.notReady)-5)
 				break
 			}
-			fmt.Fprintf(&b, "\n  %s: %s", sr.Name, describeStatus(sr))
+			fmt.Fprintf(&b, "\n  %s: %s", sr.Name, framework.DescribeStatus(sr))
 		}
 		return b.String()
 	}, func(ctx context.Context) bool {
@@ -469,19 +469,6 @@ func (f *fixture) waitAllReady(ns string, n int, timeout time.Duration) census {
 		return lastErr == nil && last.total == n && last.ready == n
 	})
 	return last
-}
-
-func describeStatus(sr *v1alpha1.ScaleRequest) string {
-	if sr == nil {
-		return "<none>"
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "generation=%d observed=%d phase=%s replicas=%d ready=%d", sr.Generation, sr.Status.ObservedGeneration,
-		sr.Status.Phase, sr.Status.Replicas, sr.Status.ReadyReplicas)
-	for _, c := range sr.Status.Conditions {
-		fmt.Fprintf(&b, "; %s=%s %s (gen %d): %s", c.Type, c.Status, c.Reason, c.ObservedGeneration, c.Message)
-	}
-	return b.String()
 }
 
 // replicaRecorder remembers the highest spec.replicas each Deployment in a namespace ever had,

@@ -66,12 +66,7 @@ func setup(c *localcluster.Cluster) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	// Install exactly as a user would: the CRD, then the controller's manifests.
-	for _, dir := range []string{"crds", "deploy"} {
-		if _, err := c.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(repoRoot(), dir)); err != nil {
-			return err
-		}
-	}
-	if _, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "crd/scalerequests.zerowake.dev", "--timeout=60s"); err != nil {
+	if err := framework.Install(ctx, c); err != nil {
 		return err
 	}
 	binary, err = framework.BuildController(ctx, c.Dir())

@@ -195,7 +195,7 @@ func TestNamespacedInstall(t *testing.T) {
 	f.waitForPhase(served, "web", v1alpha1.PhaseReady, 30*time.Second)
 	sr := f.waitForPhase(served, "payments", v1alpha1.PhaseFailed, 30*time.Second)
 	if cond := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled); cond == nil || cond.Reason != v1alpha1.ReasonTargetNotFound {
-		f.fatalf("request for a target only in another namespace: %s", describeStatus(sr))
+		f.fatalf("request for a target only in another namespace: %s", framework.DescribeStatus(sr))
 	}
 	// Give the controller a rescale window's re-check to go wrong in, then look.
 	time.Sleep(3 * time.Second)
@@ -220,7 +220,7 @@ func TestNamespacedInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	if untouched.Status.ObservedGeneration != 0 || len(untouched.Status.Conditions) != 0 {
-		f.fatalf("a request in %s, which the controller does not serve, has status from it: %s", other, describeStatus(untouched))
+		f.fatalf("a request in %s, which the controller does not serve, has status from it: %s", other, framework.DescribeStatus(untouched))
 	}
 
 	// The audit log: every request this identity made stayed in its namespaces.

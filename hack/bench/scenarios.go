@@ -29,6 +29,20 @@ func fromZeroPatch(minReplicas int32) []byte {
 		strconv.Itoa(int(minReplicas)) + `}]`)
 }
 
+// idleTargets creates namespace ns holding n idle Deployments named after prefix, and a tracker
+// of them and of their ScaleRequests that runs until ctx ends.
+func (b *bench) idleTargets(ctx context.Context, ns, prefix string, n int) ([]string, *tracker, error) {
+	if err := createNamespace(ctx, b.kube, ns); err != nil {
+		return nil, nil, err
+	}
+	targets := names(prefix, n)
+	if err := createDeployments(ctx, b.kube, ns, targets, 0); err != nil {
+		return nil, nil, err
+	}
+	tr, err := newTracker(ctx, b.kube, b.zw, ns, 1)
+	return targets, tr, err
+}
+
 type floorSamples struct{ create, scale, status, total samples }
 
 // floor times, with no controller running, the three requests a controller cannot avoid per
@@ -36,18 +50,11 @@ type floorSamples struct{ create, scale, status, total samples }
 func (b *bench) floor(ctx context.Context) error {
 	const ns, warmup = "zw-bench-floor", 5
 	n := b.cfg.floorN
-	if err := createNamespace(ctx, b.kube, ns); err != nil {
-		return err
-	}
-	targets := names("floor", n+warmup)
-	if err := createDeployments(ctx, b.kube, ns, targets, 0); err != nil {
-		return err
-	}
 	// Each round waits, untimed, for its Deployment to be ready before the next begins, as
 	// scenario 2 does, so that both see the same background work (pods starting).
-	tctx, tcancel := context.WithCancel(ctx)
-	defer tcancel()
-	tr, err := newTracker(tctx, b.kube, b.zw, ns, 1)
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	targets, tr, err := b.idleTargets(tctx, ns, "floor", n+warmup)
 	if err != nil {
 		return err
 	}
@@ -118,16 +125,9 @@ func (b *bench) floor(ctx context.Context) error {
 func (b *bench) burstFloor(ctx context.Context) error {
 	const ns = "zw-bench-burst-floor"
 	n := b.cfg.burstN
-	if err := createNamespace(ctx, b.kube, ns); err != nil {
-		return err
-	}
-	targets := names("bfloor", n)
-	if err := createDeployments(ctx, b.kube, ns, targets, 0); err != nil {
-		return err
-	}
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	tr, err := newTracker(tctx, b.kube, b.zw, ns, 1)
+	targets, tr, err := b.idleTargets(tctx, ns, "bfloor", n)
 	if err != nil {
 		return err
 	}
@@ -176,16 +176,9 @@ type singleSamples struct {
 func (b *bench) runSingle(ctx context.Context) error {
 	const ns, warmup = "zw-bench-single", 3
 	n := b.cfg.singleN
-	if err := createNamespace(ctx, b.kube, ns); err != nil {
-		return err
-	}
-	targets := names("web", n+warmup)
-	if err := createDeployments(ctx, b.kube, ns, targets, 0); err != nil {
-		return err
-	}
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	tr, err := newTracker(tctx, b.kube, b.zw, ns, 1)
+	targets, tr, err := b.idleTargets(tctx, ns, "web", n+warmup)
 	if err != nil {
 		return err
 	}
@@ -245,16 +238,9 @@ func (b *bench) runSingle(ctx context.Context) error {
 func (b *bench) burst(ctx context.Context) error {
 	const ns = "zw-bench-burst"
 	n := b.cfg.burstN
-	if err := createNamespace(ctx, b.kube, ns); err != nil {
-		return err
-	}
-	targets := names("burst", n)
-	if err := createDeployments(ctx, b.kube, ns, targets, 0); err != nil {
-		return err
-	}
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	tr, err := newTracker(tctx, b.kube, b.zw, ns, 1)
+	targets, tr, err := b.idleTargets(tctx, ns, "burst", n)
 	if err != nil {
 		return err
 	}
