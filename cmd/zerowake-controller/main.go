@@ -76,12 +76,12 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("zerowake-controller", flag.ContinueOnError)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty means in-cluster configuration (or $KUBECONFIG when set).")
 	fs.StringVar(&o.namespaces, "namespaces", "", "Comma-separated namespaces whose ScaleRequests to serve; empty means all namespaces.")
-	fs.IntVar(&o.workers, "workers", 8, "ScaleRequests processed in parallel.")
+	fs.IntVar(&o.workers, "workers", 32, "ScaleRequests processed in parallel; each mostly waits on the API server.")
 	fs.DurationVar(&o.rescaleDuration, "rescale-duration", 30*time.Second, "Cool-down between scale writes to one target; also the backoff cap and the longest gap between re-checks of an active request.")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 5*time.Minute, "How long a scaled target may take to become ready before its ScaleRequest fails with ReadyTimeout.")
 	fs.StringVar(&o.allowedKinds, "allowed-kinds", controller.DefaultAllowedKinds, "Comma-separated Kind.group entries the controller may scale (e.g. Deployment.apps,Rollout.argoproj.io), or * for any kind with /scale.")
-	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Steady requests per second to the API server.")
-	fs.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 200, "Steady requests per second to the API server, for each of the controller's API clients (status, /scale, target watches, events).")
+	fs.IntVar(&o.burst, "kube-api-burst", 500, "Burst of requests to the API server, for each API client: a burst of wakes is the controller's normal load.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader through a Lease so that only one replica scales and writes status.")
 	fs.StringVar(&o.leaseName, "leader-election-id", "zerowake-controller", "Name of the leader election Lease.")
 	fs.StringVar(&o.leaseNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; empty means the pod's namespace ($POD_NAMESPACE), else zerowake-system.")
@@ -142,6 +142,7 @@ func main() {
 		stop()
 	}()
 	ctx = klog.NewContext(ctx, logger)
+	setMemoryLimit(logger, "/sys/fs/cgroup")
 
 	err = run(ctx, opts)
 	if err != nil {
@@ -179,7 +180,12 @@ func run(ctx context.Context, opts *options) error {
 	if err != nil {
 		return err
 	}
-	dyn, err := dynamic.NewForConfig(config)
+	// The dynamic client only watches targets, one watch per target being woken. A compressed
+	// watch keeps a gzip reader here (and a writer in the apiserver) per stream for events of a
+	// few hundred bytes: a burst of 1,000 wakes paid ~35 MiB of heap for it.
+	watchConfig := rest.CopyConfig(config)
+	watchConfig.DisableCompression = true
+	dyn, err := dynamic.NewForConfig(watchConfig)
 	if err != nil {
 		return err
 	}

@@ -263,6 +263,23 @@ func (b *bench) burst(ctx context.Context) error {
 	if err := tr.wait(ctx, 5*time.Minute, fmt.Sprintf("%d Deployments to be scaled", n), func(t *tracker) bool { return t.counts.specScaled >= n }); err != nil {
 		return err
 	}
+	// Every target is being watched for readiness now: the burst's memory peak.
+	if peak, err := scrape(ctx, b.ctrl.Ops); err == nil {
+		logf("burst: all scaled; controller rss %.1f MiB, heap in use %.1f MiB, stacks %.1f MiB, %v goroutines",
+			metricValue(peak, "process_resident_memory_bytes")/(1<<20), metricValue(peak, "go_memstats_heap_inuse_bytes")/(1<<20),
+			metricValue(peak, "go_memstats_stack_inuse_bytes")/(1<<20), metricValue(peak, "go_goroutines"))
+	}
+	if b.cfg.profileDir != "" {
+		path := b.cfg.profileDir + "/heap-burst.pb.gz"
+		if err := fetchProfile(ctx, b.ctrl.Ops, "/debug/pprof/goroutine", b.cfg.profileDir+"/goroutine-burst.pb.gz"); err != nil {
+			logf("goroutine profile burst: %v", err)
+		}
+		if err := fetchProfile(ctx, b.ctrl.Ops, "/debug/pprof/heap", path); err != nil {
+			logf("heap profile burst: %v", err)
+		} else {
+			logf("saved %s", path)
+		}
+	}
 	if err := tr.wait(ctx, 10*time.Minute, fmt.Sprintf("%d ScaleRequests to be Ready", n), func(t *tracker) bool {
 		return t.counts.condReady >= n && t.counts.deployReady >= n
 	}); err != nil {
