@@ -187,40 +187,60 @@ func printTable(w io.Writer, r *Results) {
 		rows = append(rows, row{metric, value, target, met})
 	}
 	f, s, b, h, fp := r.Floor, r.Single, r.Burst, r.Herd, r.Footprint
-	add(fmt.Sprintf("floor.create_ms p50/p90/p99 (n=%d)", f.N), ms(f.CreateMs), "", nil)
-	add("floor.scale_ms", ms(f.ScaleMs), "", nil)
-	add("floor.status_ms", ms(f.StatusMs), "", nil)
-	add("floor.total_ms", ms(f.TotalMs), "", nil)
-	add(fmt.Sprintf("single.scaled_ms p50/p90/p99 (n=%d)", s.N), ms(s.ScaledMs), "p99 ≤ 40", check(s.ScaledMs.P99 <= 40))
-	add("single.status_ms", ms(s.StatusMs), "p99 ≤ 60", check(s.StatusMs.P99 <= 60))
-	add("single.ready_ms", ms(s.ReadyMs), "", nil)
-	add("single.ready_detect_ms", ms(s.ReadyDetectMs), "p99 ≤ 50", check(s.ReadyDetectMs.P99 <= 50))
-	add("single.overhead_ratio_p50", fmt.Sprintf("%.2f", s.OverheadRatioP50), "≤ 1.3", check(s.OverheadRatioP50 <= 1.3))
-	add("single.sent_scaled_ms (from create sent)", ms(s.SentScaledMs), "", nil)
-	add("single.sent_overhead_ratio_p50", fmt.Sprintf("%.2f", s.SentOverheadRatioP50), "", nil)
-	// The burst targets are for 1,000 targets; a quick run's smaller burst is not judged.
-	if b.Deployments == 1000 {
-		add(fmt.Sprintf("burst.all_scaled_s (n=%d)", b.Deployments), fmt.Sprintf("%.2f", b.AllScaledS), "≤ 5", check(b.AllScaledS <= 5))
-		add("burst.all_ready_s", fmt.Sprintf("%.2f", b.AllReadyS), "≤ 15", check(b.AllReadyS <= 15))
+	if f.N > 0 {
+		add(fmt.Sprintf("floor.create_ms p50/p90/p99 (n=%d)", f.N), ms(f.CreateMs), "", nil)
+		add("floor.scale_ms", ms(f.ScaleMs), "", nil)
+		add("floor.status_ms", ms(f.StatusMs), "", nil)
+		add("floor.total_ms", ms(f.TotalMs), "", nil)
 	} else {
-		add(fmt.Sprintf("burst.all_scaled_s (n=%d)", b.Deployments), fmt.Sprintf("%.2f", b.AllScaledS), "≤ 5 at n=1000", nil)
-		add("burst.all_ready_s", fmt.Sprintf("%.2f", b.AllReadyS), "≤ 15 at n=1000", nil)
+		add("floor", "not run", "", nil)
 	}
-	add("burst.scaled_per_s", fmt.Sprintf("%.0f", b.ScaledPerS), "", nil)
-	add("burst.create_s (benchmark's creates)", fmt.Sprintf("%.2f", b.CreateS), "", nil)
-	add("burst.deployments_ready_s", fmt.Sprintf("%.2f", b.DeploymentsReadyS), "", nil)
-	add("burst.floor_all_scaled_s (no controller)", fmt.Sprintf("%.2f", b.FloorAllScaledS), "", nil)
-	add("burst.floor_deployments_ready_s", fmt.Sprintf("%.2f", b.FloorDeploymentsReadyS), "", nil)
-	add(fmt.Sprintf("herd.wake_calls (%d goroutines)", h.Goroutines), fmt.Sprint(h.WakeCalls), "", nil)
-	add("herd.cr_writes", fmt.Sprint(h.CRWrites), "≤ 1", check(h.CRWrites <= 1))
-	add("herd.scale_writes", fmt.Sprint(h.ScaleWrites), "1", check(h.ScaleWrites == 1))
-	add("herd.status_writes", fmt.Sprint(h.StatusWrites), "≤ 3", check(h.StatusWrites <= 3))
-	add("footprint.rss_mib_0 / heap_mib_0", fmt.Sprintf("%.1f / %.1f", fp.RSSMiB0, fp.HeapMiB0), "", nil)
-	add(fmt.Sprintf("footprint.rss_mib_10k / heap (%d SRs)", fp.ScaleRequests), fmt.Sprintf("%.1f / %.1f", fp.RSSMiB10k, fp.HeapMiB10k), "rss ≤ 60", check(fp.RSSMiB10k <= 60))
-	add(fmt.Sprintf("footprint.rss/heap +%d Deployments", fp.Deployments), fmt.Sprintf("%.1f / %.1f", fp.RSSMiB10kDeploys, fp.HeapMiB10kDeploys), "", nil)
-	add("footprint.rss_growth_pct_10k_deploys", fmt.Sprintf("%.1f", fp.RSSGrowthPct10kDeploys), "≤ 10", check(fp.RSSGrowthPct10kDeploys <= 10))
-	add("footprint.idle_writes_per_min (all)", fmt.Sprintf("%.1f", fp.IdleWritesPerMin), "0", check(fp.IdleWritesPerMin == 0))
-	add("  of which not leader-election lease renewals", fmt.Sprintf("%.1f", fp.IdleWritesPerMinExclLease), "0", check(fp.IdleWritesPerMinExclLease == 0))
+	if s.N > 0 {
+		add(fmt.Sprintf("single.scaled_ms p50/p90/p99 (n=%d)", s.N), ms(s.ScaledMs), "p99 ≤ 40", check(s.ScaledMs.P99 <= 40))
+		add("single.status_ms", ms(s.StatusMs), "p99 ≤ 60", check(s.StatusMs.P99 <= 60))
+		add("single.ready_ms", ms(s.ReadyMs), "", nil)
+		add("single.ready_detect_ms", ms(s.ReadyDetectMs), "p99 ≤ 50", check(s.ReadyDetectMs.P99 <= 50))
+		add("single.overhead_ratio_p50", fmt.Sprintf("%.2f", s.OverheadRatioP50), "≤ 1.3", check(s.OverheadRatioP50 <= 1.3))
+		add("single.sent_scaled_ms (from create sent)", ms(s.SentScaledMs), "", nil)
+		add("single.sent_overhead_ratio_p50", fmt.Sprintf("%.2f", s.SentOverheadRatioP50), "", nil)
+	} else {
+		add("single", "not run", "", nil)
+	}
+	if b.Deployments > 0 {
+		// The burst targets are for 1,000 targets; a quick run's smaller burst is not judged.
+		if b.Deployments == 1000 {
+			add(fmt.Sprintf("burst.all_scaled_s (n=%d)", b.Deployments), fmt.Sprintf("%.2f", b.AllScaledS), "≤ 5", check(b.AllScaledS <= 5))
+			add("burst.all_ready_s", fmt.Sprintf("%.2f", b.AllReadyS), "≤ 15", check(b.AllReadyS <= 15))
+		} else {
+			add(fmt.Sprintf("burst.all_scaled_s (n=%d)", b.Deployments), fmt.Sprintf("%.2f", b.AllScaledS), "≤ 5 at n=1000", nil)
+			add("burst.all_ready_s", fmt.Sprintf("%.2f", b.AllReadyS), "≤ 15 at n=1000", nil)
+		}
+		add("burst.scaled_per_s", fmt.Sprintf("%.0f", b.ScaledPerS), "", nil)
+		add("burst.create_s (benchmark's creates)", fmt.Sprintf("%.2f", b.CreateS), "", nil)
+		add("burst.deployments_ready_s", fmt.Sprintf("%.2f", b.DeploymentsReadyS), "", nil)
+		add("burst.floor_all_scaled_s (no controller)", fmt.Sprintf("%.2f", b.FloorAllScaledS), "", nil)
+		add("burst.floor_deployments_ready_s", fmt.Sprintf("%.2f", b.FloorDeploymentsReadyS), "", nil)
+	} else {
+		add("burst", "not run", "", nil)
+	}
+	if h.WakeCalls > 0 {
+		add(fmt.Sprintf("herd.wake_calls (%d goroutines)", h.Goroutines), fmt.Sprint(h.WakeCalls), "", nil)
+		add("herd.cr_writes", fmt.Sprint(h.CRWrites), "≤ 1", check(h.CRWrites <= 1))
+		add("herd.scale_writes", fmt.Sprint(h.ScaleWrites), "1", check(h.ScaleWrites == 1))
+		add("herd.status_writes", fmt.Sprint(h.StatusWrites), "≤ 3", check(h.StatusWrites <= 3))
+	} else {
+		add("herd", "not run", "", nil)
+	}
+	if fp.ScaleRequests > 0 {
+		add("footprint.rss_mib_0 / heap_mib_0", fmt.Sprintf("%.1f / %.1f", fp.RSSMiB0, fp.HeapMiB0), "", nil)
+		add(fmt.Sprintf("footprint.rss_mib_10k / heap (%d SRs)", fp.ScaleRequests), fmt.Sprintf("%.1f / %.1f", fp.RSSMiB10k, fp.HeapMiB10k), "rss ≤ 60", check(fp.RSSMiB10k <= 60))
+		add(fmt.Sprintf("footprint.rss/heap +%d Deployments", fp.Deployments), fmt.Sprintf("%.1f / %.1f", fp.RSSMiB10kDeploys, fp.HeapMiB10kDeploys), "", nil)
+		add("footprint.rss_growth_pct_10k_deploys", fmt.Sprintf("%.1f", fp.RSSGrowthPct10kDeploys), "≤ 10", check(fp.RSSGrowthPct10kDeploys <= 10))
+		add("footprint.idle_writes_per_min (all)", fmt.Sprintf("%.1f", fp.IdleWritesPerMin), "0", check(fp.IdleWritesPerMin == 0))
+		add("  of which not leader-election lease renewals", fmt.Sprintf("%.1f", fp.IdleWritesPerMinExclLease), "0", check(fp.IdleWritesPerMinExclLease == 0))
+	} else {
+		add("footprint", "not run", "", nil)
+	}
 
 	others := func(cpu map[string]float64) string {
 		if cpu == nil {
