@@ -198,7 +198,9 @@ func run(ctx context.Context, opts *options) error {
 	}
 
 	utilruntime.Must(zerowakescheme.AddToScheme(scheme.Scheme))
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	// Not ctx: after a signal, the work being drained still records its events; the deferred
+	// Shutdown ends the broadcaster once run returns.
+	broadcaster := record.NewBroadcaster(record.WithContext(context.WithoutCancel(ctx)))
 	broadcaster.StartStructuredLogging(2)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
 	defer broadcaster.Shutdown()

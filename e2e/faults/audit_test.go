@@ -173,6 +173,20 @@ func leaseHolder(e auditEvent) (holder string, ok bool) {
 	return *lease.Spec.HolderIdentity, true
 }
 
+// leaseRenewSecond returns the renew time a lease write carried, in whole seconds: the
+// resolution at which leader-election candidates compare lease records.
+func leaseRenewSecond(e auditEvent) int64 {
+	var lease struct {
+		Spec struct {
+			RenewTime *metav1.MicroTime `json:"renewTime"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(e.RequestObject, &lease); err != nil || lease.Spec.RenewTime == nil {
+		return 0
+	}
+	return lease.Spec.RenewTime.Unix()
+}
+
 // summarize lists requests for a failure message.
 func summarize(events []auditEvent, n int) string {
 	var b strings.Builder
