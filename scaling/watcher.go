@@ -116,28 +116,44 @@ func (w *Watcher) run(ctx context.Context, id string, t *watchedTarget) {
 		w.mu.Unlock()
 		w.notify(id)
 	}
-	_, informer := cache.NewInformerWithOptions(cache.InformerOptions{
+	// A bare reflector, not an informer: there is one object to follow and nothing to cache
+	// or fan out, and a burst of wakes runs one of these per target, so each goroutine and
+	// queue an informer adds would be paid a thousand times over.
+	reflector := cache.NewReflectorWithOptions(
 		// Keeps watch-list streaming when the client supports it and falls back when not (fakes).
-		ListerWatcher: cache.ToListWatcherWithWatchListSemantics(lw, w.client),
-		ObjectType:    &unstructured.Unstructured{},
-		Handler: cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { record(StateOf(obj.(*unstructured.Unstructured))) },
-			UpdateFunc: func(_, obj any) { record(StateOf(obj.(*unstructured.Unstructured))) },
-			DeleteFunc: func(any) { record(TargetState{}) },
-		},
-	})
-	go func() {
-		// An empty initial list means the target does not exist; say so once synced.
-		if cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
-			w.mu.Lock()
-			unseen := w.targets[id] == t && !t.seen
-			w.mu.Unlock()
-			if unseen {
-				record(TargetState{})
-			}
-		}
-	}()
-	informer.RunWithContext(ctx)
+		cache.ToListWatcherWithWatchListSemantics(lw, w.client),
+		&unstructured.Unstructured{}, targetStore{record: record},
+		cache.ReflectorOptions{Name: "target " + t.resource.Resource + " " + t.namespace + "/" + t.name})
+	reflector.RunWithContext(ctx)
+}
+
+// targetStore takes a reflector's updates for one target (the field selector matches at most
+// one object) and records the state; it keeps nothing itself.
+type targetStore struct {
+	record func(TargetState)
+}
+
+func (s targetStore) Add(obj any) error    { s.record(stateOfObject(obj)); return nil }
+func (s targetStore) Update(obj any) error { s.record(stateOfObject(obj)); return nil }
+func (s targetStore) Delete(any) error     { s.record(TargetState{}); return nil }
+func (s targetStore) Resync() error        { return nil }
+
+// Replace is the reflector's (re)list: an empty one means the target does not exist.
+func (s targetStore) Replace(list []any, _ string) error {
+	if len(list) == 0 {
+		s.record(TargetState{})
+		return nil
+	}
+	s.record(stateOfObject(list[len(list)-1]))
+	return nil
+}
+
+func stateOfObject(obj any) TargetState {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return TargetState{}
+	}
+	return StateOf(u)
 }
 
 // State returns the last state seen for id; ok is false until the watch has listed the target.
