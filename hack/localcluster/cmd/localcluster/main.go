@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/zerowake/zerowake/hack/localcluster"
@@ -130,8 +131,10 @@ func run(args []string) (code int, err error) {
 	defer signal.Stop(sigs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	var received atomic.Value // the signal that stopped us, if any
 	go func() {
-		if _, ok := <-sigs; ok {
+		if sig, ok := <-sigs; ok {
+			received.Store(sig)
 			cancel()
 		}
 	}()
@@ -161,6 +164,10 @@ func run(args []string) (code int, err error) {
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		if exit.ExitCode() < 0 { // killed by a signal
+			// Stopped by Ctrl-C or SIGTERM as the user asked: exit as a shell would.
+			if sig, ok := received.Load().(syscall.Signal); ok {
+				return 128 + int(sig), nil
+			}
 			return 1, nil
 		}
 		return exit.ExitCode(), nil
