@@ -113,3 +113,29 @@ func TestWatcherReportsMissingTarget(t *testing.T) {
 		t.Fatalf("state %+v seen %v", s, ok)
 	}
 }
+
+// A relist replaces what a watch saw: the target's current state, or its absence.
+func TestTargetStoreRecordsWhatTheReflectorSees(t *testing.T) {
+	var got []TargetState
+	s := targetStore{record: func(state TargetState) { got = append(got, state) }}
+	_ = s.Replace(nil, "1")
+	_ = s.Add(deployment(1, 1, 0, 0))
+	_ = s.Update(deployment(2, 2, 1, 1))
+	_ = s.Delete(deployment(2, 2, 1, 1))
+	_ = s.Replace([]any{deployment(3, 3, 2, 2)}, "9")
+	want := []TargetState{
+		{},
+		{Exists: true, Current: true},
+		{Exists: true, Replicas: 1, ReadyReplicas: 1, Current: true},
+		{},
+		{Exists: true, Replicas: 2, ReadyReplicas: 2, Current: true},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("recorded %d states, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("state %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
