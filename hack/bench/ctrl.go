@@ -141,6 +141,20 @@ func fetchProfile(ctx context.Context, ops, endpoint, path string) error {
 	return err
 }
 
+// saveProfile saves the controller's current pprof profile of that kind as
+// <profile-dir>/<kind>-<label>.pb.gz when profiling is on; a failure is only logged.
+func (b *bench) saveProfile(ctx context.Context, kind, label string) {
+	if b.cfg.profileDir == "" {
+		return
+	}
+	path := fmt.Sprintf("%s/%s-%s.pb.gz", b.cfg.profileDir, kind, label)
+	if err := fetchProfile(ctx, b.ctrl.Ops, "/debug/pprof/"+kind, path); err != nil {
+		logf("%s profile %s: %v", kind, label, err)
+		return
+	}
+	logf("saved %s", path)
+}
+
 // cpuProfile starts a CPU profile of the controller for d when profiling is on; the returned
 // function waits for it to be saved.
 func (b *bench) cpuProfile(ctx context.Context, label string, d time.Duration) func() {

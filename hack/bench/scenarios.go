@@ -52,8 +52,8 @@ func (b *bench) floor(ctx context.Context) error {
 	n := b.cfg.floorN
 	// Each round waits, untimed, for its Deployment to be ready before the next begins, as
 	// scenario 2 does, so that both see the same background work (pods starting).
-	tctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
 	targets, tr, err := b.idleTargets(tctx, ns, "floor", n+warmup)
 	if err != nil {
 		return err
@@ -269,17 +269,8 @@ func (b *bench) burst(ctx context.Context) error {
 			metricValue(peak, "process_resident_memory_bytes")/(1<<20), metricValue(peak, "go_memstats_heap_inuse_bytes")/(1<<20),
 			metricValue(peak, "go_memstats_stack_inuse_bytes")/(1<<20), metricValue(peak, "go_goroutines"))
 	}
-	if b.cfg.profileDir != "" {
-		path := b.cfg.profileDir + "/heap-burst.pb.gz"
-		if err := fetchProfile(ctx, b.ctrl.Ops, "/debug/pprof/goroutine", b.cfg.profileDir+"/goroutine-burst.pb.gz"); err != nil {
-			logf("goroutine profile burst: %v", err)
-		}
-		if err := fetchProfile(ctx, b.ctrl.Ops, "/debug/pprof/heap", path); err != nil {
-			logf("heap profile burst: %v", err)
-		} else {
-			logf("saved %s", path)
-		}
-	}
+	b.saveProfile(ctx, "goroutine", "burst")
+	b.saveProfile(ctx, "heap", "burst")
 	if err := tr.wait(ctx, 10*time.Minute, fmt.Sprintf("%d ScaleRequests to be Ready", n), func(t *tracker) bool {
 		return t.counts.condReady >= n && t.counts.deployReady >= n
 	}); err != nil {
