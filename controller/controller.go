@@ -39,6 +39,21 @@ type Scaler interface {
 	ScaleUp(ctx context.Context, target scaling.Target, minReplicas int32) (scaling.Result, error)
 	// Current reads the target's replicas without writing.
 	Current(ctx context.Context, target scaling.Target) (scaling.Result, error)
+	// Resolve returns the resource whose /scale serves the target's kind (cached after the
+	// first call for a kind).
+	Resolve(ctx context.Context, target scaling.Target) (schema.GroupVersionResource, error)
+}
+
+// Inventory holds the workloads whose owners marked them as wakeable, with their replicas, in
+// a shared cache; *scaling.Inventory implements it. The controller reads it to check an owner's
+// consent on the wake path without an API call, and to keep Ready requests truthful after
+// something sets their target back to zero.
+type Inventory interface {
+	// Track starts following the workloads of resource, of kind gk, if it is not followed yet.
+	Track(ctx context.Context, gk schema.GroupKind, resource schema.GroupVersionResource)
+	// Lookup returns the named workload, waiting for the resource's cache to fill the first
+	// time; found is false when no followed workload has that name.
+	Lookup(ctx context.Context, gk schema.GroupKind, resource schema.GroupVersionResource, namespace, name string) (entry scaling.InventoryEntry, found bool, err error)
 }
 
 // TargetWatcher watches targets while requests wait for them; *scaling.Watcher implements it.
@@ -57,6 +72,11 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// AllowedKinds are the kinds the controller may scale.
 	AllowedKinds KindSet
+	// Inventory, if set, follows marked workloads: Ready requests follow their target there.
+	Inventory Inventory
+	// RequireOptIn refuses targets the Inventory does not hold (their owners did not mark
+	// them) and minReplicas above an owner's cap. It needs Inventory.
+	RequireOptIn bool
 	// QueueMetrics, if set, receives the workqueue's metrics.
 	QueueMetrics workqueue.MetricsProvider
 }
@@ -74,6 +94,10 @@ type Controller struct {
 	window   *rescaleWindow
 	metrics  *Metrics
 	writes   *ownWrites
+	outcomes *pendingOutcomes
+	// recheck paces the re-checks of failures someone else may fix.
+	recheck   workqueue.TypedRateLimiter[cache.ObjectName]
+	inventory Inventory
 
 	// watching maps each request holding a target watch to the target's id, so a watch can be
 	// dropped when its last request settles or is deleted.
@@ -88,8 +112,8 @@ type source struct {
 }
 
 // targetIndex indexes ScaleRequests by the target they name, so a target's change reaches
-// every request waiting for it. Settled requests, which a target's change cannot concern, are
-// left out: a cluster's many settled requests then cost the index nothing.
+// every request waiting for it, and the Ready and Idle requests that follow it. Requests that
+// failed for good, which a target's change cannot concern, are left out.
 const targetIndex = "target"
 
 // New builds a controller over ScaleRequest informers keyed by the namespace they watch ("" for
@@ -115,6 +139,12 @@ func New(
 		window:   newRescaleWindow(config.RescaleDuration),
 		watching: map[cache.ObjectName]string{},
 		writes:   newOwnWrites(),
+		outcomes: newPendingOutcomes(),
+		// A failure someone else may fix is looked at again soon (a just-restarted API server
+		// may refuse requests for a second while its authorizer warms up), then less often, and
+		// at least once per window.
+		recheck:   workqueue.NewTypedItemExponentialFailureRateLimiter[cache.ObjectName](time.Second, max(config.RescaleDuration, time.Second)),
+		inventory: config.Inventory,
 	}
 	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		// Transient failures back off exponentially from a few milliseconds, but never wait
@@ -221,8 +251,31 @@ func (c *Controller) onDelete(obj any) {
 	c.enqueue(obj)
 }
 
-// enqueueTarget queues every request that names the target id.
+// enqueueTarget queues every request that names the target id; the target watch reports
+// through it.
 func (c *Controller) enqueueTarget(id string) {
+	c.enqueueTargetIf(id, func(*zerowakev1alpha1.ScaleRequest) bool { return true })
+}
+
+// enqueueTargetExcept queues every request naming the target id but key: they look again once
+// a write to the target ends.
+func (c *Controller) enqueueTargetExcept(id string, key cache.ObjectName) {
+	c.enqueueTargetIf(id, func(sr *zerowakev1alpha1.ScaleRequest) bool {
+		return sr.Namespace != key.Namespace || sr.Name != key.Name
+	})
+}
+
+// OnTargetChange is how the Inventory reports a change of a followed workload. It queues the
+// requests that follow the target without a watch of their own: Ready and Idle ones, and those
+// waiting for the owner's mark. Active requests hear of their target from its watch.
+func (c *Controller) OnTargetChange(gk schema.GroupKind, namespace, name string) {
+	id := namespace + "/" + gk.Group + "/" + gk.Kind + "/" + name
+	c.enqueueTargetIf(id, func(sr *zerowakev1alpha1.ScaleRequest) bool {
+		return settled(sr) || sr.Status.Phase == zerowakev1alpha1.PhaseFailed
+	})
+}
+
+func (c *Controller) enqueueTargetIf(id string, want func(*zerowakev1alpha1.ScaleRequest) bool) {
 	namespace, _, _ := strings.Cut(id, "/")
 	src := c.sourceFor(namespace)
 	if src.indexer == nil {
@@ -234,13 +287,15 @@ func (c *Controller) enqueueTarget(id string) {
 		return
 	}
 	for _, obj := range objs {
-		c.enqueue(obj)
+		if sr, ok := obj.(*zerowakev1alpha1.ScaleRequest); ok && want(c.writes.newest(sr)) {
+			c.enqueue(obj)
+		}
 	}
 }
 
 func indexByTarget(obj any) ([]string, error) {
 	sr, ok := obj.(*zerowakev1alpha1.ScaleRequest)
-	if !ok || settled(sr) {
+	if !ok || (sr.Status.Phase == zerowakev1alpha1.PhaseFailed && settled(sr)) {
 		return nil, nil
 	}
 	return []string{targetID(sr)}, nil
@@ -270,6 +325,8 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 		c.queue.ShutDown()
 		return errors.New("timed out waiting for the ScaleRequest cache to sync")
 	}
+
+	c.trackKinds(ctx)
 
 	var wg sync.WaitGroup
 	for range workers {

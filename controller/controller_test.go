@@ -62,6 +62,36 @@ func (s *fakeScaler) Current(_ context.Context, target scaling.Target) (scaling.
 	return s.current, s.err
 }
 
+func (s *fakeScaler) Resolve(context.Context, scaling.Target) (schema.GroupVersionResource, error) {
+	return deployments, nil
+}
+
+// fakeInventory holds the workloads a test marked, by namespace/name.
+type fakeInventory struct {
+	mu      sync.Mutex
+	entries map[string]scaling.InventoryEntry
+	tracked []schema.GroupKind
+}
+
+func (i *fakeInventory) Track(_ context.Context, gk schema.GroupKind, _ schema.GroupVersionResource) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.tracked = append(i.tracked, gk)
+}
+
+func (i *fakeInventory) Lookup(_ context.Context, _ schema.GroupKind, _ schema.GroupVersionResource, namespace, name string) (scaling.InventoryEntry, bool, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	e, ok := i.entries[namespace+"/"+name]
+	return e, ok, nil
+}
+
+func (i *fakeInventory) set(name string, e scaling.InventoryEntry) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.entries["shop/"+name] = e
+}
+
 // fakeWatcher holds target states set by the test and records watch calls.
 type fakeWatcher struct {
 	mu      sync.Mutex
@@ -96,10 +126,11 @@ type fixture struct {
 	client   *fake.Clientset
 	scaler   *fakeScaler
 	watcher  *fakeWatcher
-	recorder *record.FakeRecorder
-	clock    *testingclock.FakeClock
-	ctrl     *Controller
-	informer informers.ScaleRequestInformer
+	recorder  *record.FakeRecorder
+	clock     *testingclock.FakeClock
+	ctrl      *Controller
+	informer  informers.ScaleRequestInformer
+	inventory *fakeInventory
 }
 
 func newFixture(t *testing.T, allowedKinds string, objects ...*v1alpha1.ScaleRequest) *fixture {
@@ -115,8 +146,9 @@ func newFixture(t *testing.T, allowedKinds string, objects ...*v1alpha1.ScaleReq
 		client:   fake.NewSimpleClientset(objs...),
 		scaler:   &fakeScaler{},
 		watcher:  &fakeWatcher{states: map[string]scaling.TargetState{}, watched: map[string]bool{}},
-		recorder: record.NewFakeRecorder(100),
-		clock:    testingclock.NewFakeClock(t0),
+		recorder:  record.NewFakeRecorder(100),
+		clock:     testingclock.NewFakeClock(t0),
+		inventory: &fakeInventory{entries: map[string]scaling.InventoryEntry{}},
 	}
 	kinds, err := ParseAllowedKinds(allowedKinds)
 	if err != nil {
@@ -126,7 +158,7 @@ func newFixture(t *testing.T, allowedKinds string, objects ...*v1alpha1.ScaleReq
 	f.informer = factory.Zerowake().V1alpha1().ScaleRequests()
 	f.ctrl, err = New(f.client, map[string]informers.ScaleRequestInformer{"": f.informer}, f.scaler,
 		func(func(string)) TargetWatcher { return f.watcher }, f.recorder, nil, f.clock,
-		Config{RescaleDuration: window, ReadyTimeout: readyTimeout, AllowedKinds: kinds})
+		Config{RescaleDuration: window, ReadyTimeout: readyTimeout, AllowedKinds: kinds, Inventory: f.inventory})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,12 +373,21 @@ func TestAlreadyScaledWritesNothingToTarget(t *testing.T) {
 	if err := f.sync(); err != nil {
 		t.Fatal(err)
 	}
+	// The watch has not listed the target yet: its first answer decides the one status write.
+	if n := len(f.statusWrites()); n != 0 {
+		t.Fatalf("wrote status %d times before the target's readiness was known", n)
+	}
+	f.watcher.states[webID] = scaling.TargetState{Exists: true, Current: true, Replicas: 3, ReadyReplicas: 1}
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
 	status := f.lastStatus()
 	expectCondition(t, status, v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonAlreadyScaled)
-	if status.LastScaleTime != nil || status.Replicas != 3 {
+	if status.LastScaleTime != nil || status.Replicas != 3 || status.Phase != v1alpha1.PhaseReady || status.ColdStartDuration != nil {
 		t.Fatalf("status: %+v", status)
 	}
-	f.expectEvents() // no scale happened, so no event
+	// No scale happened: no scale event, and no cold start in the Ready one.
+	f.expectEvents("Normal TargetReady Deployment/web has 1/1 ready replicas")
 }
 
 func TestNewSignalInsideWindowIsDeferred(t *testing.T) {
@@ -437,7 +478,9 @@ func TestScaleFailures(t *testing.T) {
 			expectCondition(t, status, v1alpha1.ConditionScaled, metav1.ConditionFalse, tc.reason)
 			f.expectEvents("Warning " + tc.reason)
 			if tc.requeue {
-				f.expectRequeueAfter(window)
+				// Someone else may fix it (create the target, install the CRD, grant RBAC):
+				// looked at again soon, then less often, at least once per window.
+				f.expectRequeueAfter(time.Second)
 			} else if waitForQueue(f.ctrl, 20*time.Millisecond) {
 				t.Fatal("requeued a failure only a spec change can fix")
 			}

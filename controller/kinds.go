@@ -19,7 +19,10 @@ type KindSet struct {
 	kinds map[schema.GroupKind]struct{}
 }
 
-var kindName = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*$`)
+var (
+	kindName    = regexp.MustCompile(`^[A-Z][A-Za-z0-9]*$`)
+	versionName = regexp.MustCompile(`^v[0-9]+((alpha|beta)[0-9]+)?$`)
+)
 
 // ParseAllowedKinds parses a comma-separated list of Kind.group entries (the kubectl notation:
 // "Deployment.apps", "Rollout.argoproj.io"; a core kind has no group: "ReplicationController"),
@@ -38,6 +41,14 @@ func ParseAllowedKinds(s string) (KindSet, error) {
 		kind, group, _ := strings.Cut(entry, ".")
 		if !kindName.MatchString(kind) || len(kind) > 63 {
 			return KindSet{}, fmt.Errorf("allowed kind %q: %q is not a Kind in CamelCase (like Deployment.apps)", entry, kind)
+		}
+		// Kind.version.group (kubectl's fully qualified form) would parse as a group named
+		// "v1.apps" that no kind belongs to, and so silently never match.
+		if first, rest, _ := strings.Cut(group, "."); versionName.MatchString(first) {
+			return KindSet{}, fmt.Errorf("allowed kind %q names a version: write Kind.group without it, like %s", entry, strings.TrimSuffix(kind+"."+rest, "."))
+		}
+		if strings.Contains(entry, "/") {
+			return KindSet{}, fmt.Errorf("allowed kind %q: write Kind.group, like Deployment.apps (not an apiVersion)", entry)
 		}
 		if group != "" {
 			if errs := validation.IsDNS1123Subdomain(group); len(errs) > 0 {

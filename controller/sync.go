@@ -2,10 +2,11 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
-	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,7 +23,7 @@ import (
 // (or the target fell below the minimum while the request was active), follow the target until
 // it is ready, and record each step in status. It returns an error only for failures a prompt
 // retry may fix; everything else ends in status, an event and, where something outside may fix
-// it, a re-check one rescale window later.
+// it, a re-check with a backoff capped at one rescale window.
 func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	src := c.sourceFor(key.Namespace)
 	if src.indexer == nil {
@@ -34,15 +35,15 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	}
 	cached, ok := obj.(*v1alpha1.ScaleRequest)
 	if !exists || !ok {
-		c.writes.forget(key)
-		c.release(key)
+		c.forgetRequest(key)
 		return nil
 	}
 	// The informer may not have delivered the controller's own latest write yet.
 	cached = c.writes.newest(cached)
 	if settled(cached) {
 		c.release(key)
-		return nil
+		c.recheck.Forget(key)
+		return c.followSettled(ctx, key, cached)
 	}
 
 	sr := cached.DeepCopy()
@@ -51,43 +52,77 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		// Transient: the queue's backoff retries; status waits for an outcome worth reporting.
 		return err
 	}
+	if r.busy {
+		// Another request's write to the same target is under way; its completion queues this
+		// request again, which then finds the target up.
+		return nil
+	}
+	if r.holdWrite {
+		// The target was already up and its watch is listing it: one status write once the
+		// watch answers says Ready at once, instead of Scaling now and Ready a moment later.
+		c.queue.AddAfter(key, min(time.Second, c.config.RescaleDuration))
+		return nil
+	}
 	sr.Status.Phase = phaseOf(sr)
 	if err := c.writeStatus(ctx, cached, sr); err != nil {
 		return err
 	}
-	for _, e := range r.events {
-		c.recorder.Event(sr, e.kind, e.reason, e.message)
-	}
+	// Status now carries the outcome of any scale write, so it is reported from here on.
+	c.outcomes.forget(key)
+	r.report()
 	if r.done {
 		c.release(key)
 	}
-	if r.requeueAfter > 0 {
+	switch {
+	case r.recheckWithBackoff:
+		c.queue.AddAfter(key, c.recheck.When(key))
+	case r.requeueAfter > 0:
+		c.recheck.Forget(key)
 		c.queue.AddAfter(key, r.requeueAfter)
+	default:
+		c.recheck.Forget(key)
 	}
 	return nil
 }
 
-// settled reports whether the latest signal needs no more work: it is Ready, or it failed in a
-// way only a new signal (a spec change) can change.
+// forgetRequest drops everything kept for a request that no longer exists.
+func (c *Controller) forgetRequest(key cache.ObjectName) {
+	c.writes.forget(key)
+	c.outcomes.forget(key)
+	c.recheck.Forget(key)
+	c.release(key)
+}
+
+// settled reports whether the latest signal needs no more scaling work: it is Ready or Idle, or
+// it failed in a way only a new signal (a spec change) can change. Ready and Idle requests still
+// follow their target through the inventory (followSettled), which costs no API call.
 func settled(sr *v1alpha1.ScaleRequest) bool {
 	if sr.Status.ObservedGeneration != sr.Generation {
 		return false
 	}
 	switch sr.Status.Phase {
-	case v1alpha1.PhaseReady:
+	case v1alpha1.PhaseReady, v1alpha1.PhaseIdle:
 		return true
 	case v1alpha1.PhaseFailed:
-		scaled := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled)
-		ready := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionReady)
-		return (scaled != nil && scaled.Reason == v1alpha1.ReasonNoScaleSubresource) ||
-			(ready != nil && ready.Reason == v1alpha1.ReasonReadyTimeout)
+		return finalFailure(sr)
 	}
 	return false
 }
 
+// finalFailure reports whether a Failed request failed for good: its kind has no /scale, or
+// its target did not become ready in time. Everything else is re-checked.
+func finalFailure(sr *v1alpha1.ScaleRequest) bool {
+	scaled := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled)
+	ready := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionReady)
+	return (scaled != nil && scaled.Reason == v1alpha1.ReasonNoScaleSubresource) ||
+		(ready != nil && ready.Reason == v1alpha1.ReasonReadyTimeout)
+}
+
 type event struct{ kind, reason, message string }
 
-// reconciliation is one pass of sync over a private copy of a ScaleRequest.
+// reconciliation is one pass of sync over a private copy of a ScaleRequest. What it counts and
+// announces (metrics, events) is reported only once its status write succeeded, so a retried
+// sync neither counts an outcome twice nor announces what status does not say.
 type reconciliation struct {
 	c   *Controller
 	sr  *v1alpha1.ScaleRequest
@@ -96,26 +131,56 @@ type reconciliation struct {
 	key cache.ObjectName
 
 	events       []event
+	outcomes     []string // zerowake_scale_total reasons, one per change of the Scaled condition
+	scaledAfter  time.Duration
+	readyAfter   time.Duration
 	requeueAfter time.Duration
+	// recheckWithBackoff is set for failures that someone else may fix (a target created, RBAC
+	// granted, a policy changed): re-checked after 1s, 2s, 4s… capped at one rescale window.
+	recheckWithBackoff bool
 	// done is set when the request no longer needs its target watched.
 	done bool
+	// busy is set when another worker's write to the same target is under way.
+	busy bool
+	// holdWrite is set when the status write should wait for the target watch's first answer.
+	holdWrite bool
 }
 
+// report records the pass's metrics and events, after its status write.
+func (r *reconciliation) report() {
+	m := r.c.metrics
+	for _, reason := range r.outcomes {
+		m.scales.WithLabelValues(reason).Inc()
+	}
+	if r.scaledAfter >= 0 && r.scaledAfter != noObservation {
+		m.wakeToScaled.Observe(r.scaledAfter.Seconds())
+	}
+	if r.readyAfter >= 0 && r.readyAfter != noObservation {
+		m.wakeToReady.Observe(r.readyAfter.Seconds())
+	}
+	for _, e := range r.events {
+		r.c.recorder.Event(r.sr, e.kind, e.reason, e.message)
+	}
+}
+
+// noObservation marks a histogram with nothing to observe in this pass.
+const noObservation = time.Duration(-1)
+
 func (r *reconciliation) run(ctx context.Context) error {
+	r.scaledAfter, r.readyAfter = noObservation, noObservation
 	sr, status := r.sr, &r.sr.Status
 	status.ObservedGeneration = sr.Generation
 	if ready := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); ready != nil &&
 		(ready.ObservedGeneration != sr.Generation || ready.Status == metav1.ConditionTrue) {
-		// A new signal: readiness and cold start are measured afresh. So are they when Ready is
-		// true for this signal but the request is not settled: that is not this controller's
-		// finding (someone else wrote the status), and would read as Ready while a scale waits.
+		// A new signal: readiness, its deadline and the cold start are measured afresh. So are
+		// they when Ready is true for this signal but the request is not settled: that is not
+		// this controller's finding (someone else wrote the status), and would read as Ready
+		// while a scale waits.
 		meta.RemoveStatusCondition(&status.Conditions, v1alpha1.ConditionReady)
 		status.ReadyTime, status.ColdStartDuration = nil, nil
 	}
 	minReplicas := max(sr.Spec.MinReplicas, 1)
-	target := scaling.Target{Namespace: sr.Namespace, Ref: autoscalingv1.CrossVersionObjectReference{
-		APIVersion: sr.Spec.ScaleTargetRef.APIVersion, Kind: sr.Spec.ScaleTargetRef.Kind, Name: sr.Spec.ScaleTargetRef.Name,
-	}}
+	target := targetOf(sr)
 
 	gk, err := target.GroupKind()
 	if err != nil {
@@ -129,6 +194,9 @@ func (r *reconciliation) run(ctx context.Context) error {
 		r.done = true
 		return nil
 	}
+	if permitted, err := r.ownerPermits(ctx, target, minReplicas); err != nil || !permitted {
+		return err
+	}
 
 	// The latest signal is served once Scaled is True for the current generation. A fight is
 	// the target falling below the minimum after that, while the request is still active.
@@ -140,12 +208,17 @@ func (r *reconciliation) run(ctx context.Context) error {
 	state, seen := r.c.watcher.State(r.id)
 	fight := fightDeferred || (served && seen && state.Exists && state.Replicas < minReplicas)
 
-	if !served || fight {
-		if err := r.scale(ctx, target, minReplicas, fight, state); err != nil || !r.scaledNow() {
+	startedWatch := !r.c.holds(r.key)
+	switch {
+	case !served || fight:
+		if err := r.scale(ctx, target, minReplicas, fight, state); err != nil || r.busy {
 			return err
 		}
+		if !r.scaledNow() && !r.fightDeferred() {
+			return nil // deferred by the window, or failed
+		}
 		state, seen = r.c.watcher.State(r.id)
-	} else if !r.c.holds(r.key) {
+	case startedWatch:
 		// Served, but not by this process: its predecessor crashed or lost the lease between
 		// the scale and readiness. Without a watch here, readiness would never arrive.
 		if err := r.follow(ctx, target); err != nil || !r.scaledNow() {
@@ -153,8 +226,61 @@ func (r *reconciliation) run(ctx context.Context) error {
 		}
 		state, seen = r.c.watcher.State(r.id)
 	}
+	if startedWatch && !seen && r.scaledReason() == v1alpha1.ReasonAlreadyScaled {
+		r.holdWrite = true
+		return nil
+	}
 	r.followReadiness(minReplicas, state, seen)
 	return nil
+}
+
+// ownerPermits checks that the target's owner opted in to waking by ScaleRequests, and that
+// minReplicas is within the cap the owner set. It reads the inventory's cache, so the wake path
+// pays no API call for it. A refusal is recorded and re-checked when the target's marks change.
+func (r *reconciliation) ownerPermits(ctx context.Context, target scaling.Target, minReplicas int32) (bool, error) {
+	inv := r.c.inventory
+	if inv == nil || !r.c.config.RequireOptIn {
+		return true, nil
+	}
+	resource, err := r.c.scaler.Resolve(ctx, target)
+	if err != nil {
+		return false, r.scaleFailed(ctx, target, err)
+	}
+	gk, _ := target.GroupKind()
+	entry, found, err := inv.Lookup(ctx, gk, resource, target.Namespace, target.Ref.Name)
+	if err != nil {
+		return false, err
+	}
+	ref := target.Ref.Kind + "/" + target.Ref.Name
+	if !found {
+		// Not marked, or not there at all: only the failure path pays a read to tell which.
+		if _, err := r.c.scaler.Current(ctx, target); err != nil {
+			return false, r.scaleFailed(ctx, target, err)
+		}
+		r.failScaled(v1alpha1.ReasonNotOptedIn, fmt.Sprintf(
+			"%s has not opted in to being woken by ScaleRequests; its owner can allow it with: kubectl label %s %s -n %s %s=true",
+			ref, resource.GroupResource().String(), target.Ref.Name, target.Namespace, v1alpha1.LabelWake))
+		r.recheckWithBackoff = true
+		return false, nil
+	}
+	if raw, ok := entry.Annotations[v1alpha1.AnnotationMaxReplicas]; ok {
+		capReplicas, err := strconv.ParseInt(raw, 10, 32)
+		switch {
+		case err != nil || capReplicas < 1:
+			r.failScaled(v1alpha1.ReasonAboveOwnerCap, fmt.Sprintf(
+				"%s has annotation %s=%q, which is not a positive integer; its owner must fix it before it can be woken",
+				ref, v1alpha1.AnnotationMaxReplicas, raw))
+			r.recheckWithBackoff = true
+			return false, nil
+		case int64(minReplicas) > capReplicas:
+			r.failScaled(v1alpha1.ReasonAboveOwnerCap, fmt.Sprintf(
+				"minReplicas %d is above the %d its owner allows a wake to ask for (annotation %s on %s)",
+				minReplicas, capReplicas, v1alpha1.AnnotationMaxReplicas, ref))
+			r.recheckWithBackoff = true
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // follow starts watching a target that was scaled for the current signal before this process
@@ -175,32 +301,58 @@ func (r *reconciliation) scaledNow() bool {
 	return cond != nil && cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == r.sr.Generation
 }
 
+// fightDeferred reports whether a fight's re-scale waits for the window: the request was served
+// for this signal, so its readiness deadline still runs.
+func (r *reconciliation) fightDeferred() bool {
+	cond := meta.FindStatusCondition(r.sr.Status.Conditions, v1alpha1.ConditionScaled)
+	return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == v1alpha1.ReasonScaleFight &&
+		cond.ObservedGeneration == r.sr.Generation
+}
+
+// scaledReason is the Scaled condition's reason for the current generation, or "".
+func (r *reconciliation) scaledReason() string {
+	cond := meta.FindStatusCondition(r.sr.Status.Conditions, v1alpha1.ConditionScaled)
+	if cond == nil || cond.ObservedGeneration != r.sr.Generation {
+		return ""
+	}
+	return cond.Reason
+}
+
 // scale raises the target, unless the rescale window defers it.
 func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minReplicas int32, fight bool, state scaling.TargetState) error {
 	status := &r.sr.Status
 	logger := klog.FromContext(ctx)
 
-	var lastScale time.Time
-	if status.LastScaleTime != nil {
-		lastScale = status.LastScaleTime.Time
+	// A write whose status write failed is reported as it was, not found again as "already up".
+	if o, ok := r.c.outcomes.get(r.key, r.sr.UID, r.sr.Generation); ok {
+		return r.scaled(ctx, target, minReplicas, o.fight, o.result, o.writtenAt, false)
 	}
-	wait := r.c.window.wait(r.id, lastScale, r.now)
-	if wait > 0 && !fight {
+
+	var persisted time.Time
+	if status.LastScaleTime != nil {
+		persisted = status.LastScaleTime.Time
+	}
+	res := r.c.window.reserve(r.id, persisted, r.now)
+	if res.busy {
+		r.busy = true
+		return nil
+	}
+	if res.wait > 0 && !fight {
 		// The window limits writes, not signals: a target that is already up needs no write.
 		current, err := r.c.scaler.Current(ctx, target)
 		if err != nil {
 			return r.scaleFailed(ctx, target, err)
 		}
 		if current.Replicas >= minReplicas {
-			return r.scaled(ctx, target, minReplicas, false, current)
+			return r.scaled(ctx, target, minReplicas, false, current, time.Time{}, false)
 		}
 	}
-	if wait > 0 {
+	if res.wait > 0 {
 		// The message names when, not how long: it must not change from one sync to the next
 		// within the window, or every event from the target would cost a status write.
 		reason, message := v1alpha1.ReasonRescaleWindow, fmt.Sprintf(
 			"%s/%s was scaled less than %s ago; scaling again at %s", target.Ref.Kind, target.Ref.Name,
-			r.c.config.RescaleDuration, r.now.Add(wait).UTC().Format("2006-01-02T15:04:05.000Z07:00"))
+			r.c.config.RescaleDuration, r.now.Add(res.wait).UTC().Format("2006-01-02T15:04:05.000Z07:00"))
 		if fight {
 			reason = v1alpha1.ReasonScaleFight
 			message = fmt.Sprintf("%s/%s was set to %d replicas by something else while this request was active; %s",
@@ -210,25 +362,39 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 			}
 		}
 		r.setCondition(v1alpha1.ConditionScaled, metav1.ConditionFalse, reason, message)
-		r.c.metrics.scales.WithLabelValues(v1alpha1.ReasonRescaleWindow).Inc()
-		logger.V(2).Info("Scale deferred by the rescale window", "target", target.String(), "wait", wait)
-		r.requeueAfter = wait
+		logger.V(2).Info("Scale deferred by the rescale window", "target", target.String(), "wait", res.wait)
+		r.requeueAfter = res.wait
 		return nil
 	}
 
+	// This worker holds the target's reservation: end it whatever happens, and let the other
+	// requests naming the target look again.
+	var writtenAt time.Time
+	defer func() {
+		r.c.window.complete(r.id, writtenAt)
+		r.c.enqueueTargetExcept(r.id, r.key)
+	}()
 	result, err := r.c.scaler.ScaleUp(ctx, target, minReplicas)
 	if err != nil {
 		return r.scaleFailed(ctx, target, err)
 	}
-	return r.scaled(ctx, target, minReplicas, fight, result)
+	if result.Scaled {
+		// The window runs from the write's answer, not from the start of the sync: time spent
+		// before the write (a slow API server, a busy node) must not shorten the gap to the next.
+		writtenAt = r.c.clock.Now()
+		r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt})
+	}
+	return r.scaled(ctx, target, minReplicas, fight, result, writtenAt, result.Scaled)
 }
 
-// scaled records the outcome of a scale (or of finding the target already scaled) and starts
-// following the target's readiness.
-func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minReplicas int32, fight bool, result scaling.Result) error {
+// scaled records the outcome of a scale write made at writtenAt (or, with a zero writtenAt, of
+// finding the target already scaled) and starts following the target's readiness. wroteNow is
+// set when the write was made by this pass, rather than recalled from one whose status write
+// failed.
+func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minReplicas int32, fight bool, result scaling.Result, writtenAt time.Time, wroteNow bool) error {
 	sr, status := r.sr, &r.sr.Status
 	logger := klog.FromContext(ctx)
-	if result.Scaled {
+	if wroteNow {
 		// Restart the watch so that every state it reports comes after this write: an event
 		// still in flight from before it would look like the target falling back below minimum.
 		r.c.watcher.Forget(r.id)
@@ -254,28 +420,24 @@ func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minR
 		reason, message = v1alpha1.ReasonScaledUp, fmt.Sprintf("Scaled %s from %d to %d replicas", ref, previous, result.Replicas)
 	}
 	if result.Scaled {
-		// The window runs from the write's answer, not from the start of the sync: time spent
-		// before the write (a slow API server, a busy node) must not shorten the gap to the next.
-		written := r.c.clock.Now()
-		r.c.window.record(r.id, written)
-		status.LastScaleTime = &metav1.Time{Time: written}
+		status.LastScaleTime = &metav1.Time{Time: writtenAt}
 		if !fight {
 			r.events = append(r.events, event{corev1.EventTypeNormal, reason, message})
-			r.c.metrics.wakeToScaled.Observe(nonNegative(written.Sub(signalTime(sr))).Seconds())
+			r.scaledAfter = nonNegative(writtenAt.Sub(signalTime(sr)))
 		}
-		logger.Info("Scaled target", "target", target.String(), "from", previous, "to", result.Replicas)
+		if wroteNow {
+			logger.Info("Scaled target", "target", target.String(), "from", previous, "to", result.Replicas)
+		}
 	}
-	r.c.metrics.scales.WithLabelValues(reason).Inc()
 	r.setCondition(v1alpha1.ConditionScaled, metav1.ConditionTrue, reason, message)
 	return nil
 }
 
 // scaleFailed records a failed scale. Failures that someone else may fix (a target created
-// later, a CRD installed, RBAC granted) are re-checked once per rescale window; transient ones
-// go back to the queue's backoff.
+// later, a CRD installed, RBAC granted, a policy changed) are re-checked with a backoff capped at
+// one rescale window; transient ones go back to the queue's own backoff.
 func (r *reconciliation) scaleFailed(ctx context.Context, target scaling.Target, err error) error {
 	reason := scaling.ReasonOf(err)
-	r.c.metrics.scales.WithLabelValues(string(reason)).Inc()
 	ref := target.Ref.APIVersion + " " + target.Ref.Kind + "/" + target.Ref.Name
 	var message string
 	switch reason {
@@ -287,7 +449,9 @@ func (r *reconciliation) scaleFailed(ctx context.Context, target scaling.Target,
 	case scaling.ReasonNoScaleSubresource:
 		message = fmt.Sprintf("kind %s has no /scale subresource, so it cannot be scaled", target.Ref.Kind)
 	case scaling.ReasonForbidden:
-		message = fmt.Sprintf("the controller is not allowed to scale %s: %v", ref, err)
+		message = fmt.Sprintf("the controller is not allowed to scale %s: %v", ref, apiMessage(err))
+	case scaling.ReasonRejected:
+		message = fmt.Sprintf("the API server refused to scale %s: %v", ref, apiMessage(err))
 	default:
 		klog.FromContext(ctx).V(2).Info("Scale failed, will retry", "target", target.String(), "err", err)
 		return err
@@ -297,12 +461,24 @@ func (r *reconciliation) scaleFailed(ctx context.Context, target scaling.Target,
 		r.done = true
 		return nil
 	}
-	r.requeueAfter = r.c.config.RescaleDuration
+	r.recheckWithBackoff = true
 	return nil
 }
 
+// apiMessage is the API server's own message for err, without the wrapping of the layers below.
+func apiMessage(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && status.Status().Message != "" {
+		return status.Status().Message
+	}
+	return err.Error()
+}
+
 // followReadiness updates replicas and readiness from the target watch, and fails the request
-// when the target does not become ready in time.
+// when the target does not become ready in time. The deadline runs from the controller's own
+// observation: the moment it started waiting for this signal's readiness (the Ready condition
+// turning False with WaitingForReplicas, which a fight's re-scale does not move), never from a
+// client's clock. A target the watch has not listed yet is never timed out.
 func (r *reconciliation) followReadiness(minReplicas int32, state scaling.TargetState, seen bool) {
 	sr, status := r.sr, &r.sr.Status
 	ref := sr.Spec.ScaleTargetRef.Kind + "/" + sr.Spec.ScaleTargetRef.Name
@@ -310,40 +486,64 @@ func (r *reconciliation) followReadiness(minReplicas int32, state scaling.Target
 		if !state.Exists {
 			r.failScaled(v1alpha1.ReasonTargetNotFound, fmt.Sprintf("%s was deleted while this request was active", ref))
 			r.done = true
-			r.requeueAfter = r.c.config.RescaleDuration
+			r.recheckWithBackoff = true
 			return
 		}
 		status.Replicas, status.ReadyReplicas = state.Replicas, state.ReadyReplicas
 		if state.ReadyFor(minReplicas) {
-			start := signalTime(sr)
-			coldStart := nonNegative(r.now.Sub(start)).Round(time.Millisecond)
-			status.ReadyTime = &metav1.Time{Time: r.now}
-			status.ColdStartDuration = &metav1.Duration{Duration: coldStart}
-			message := fmt.Sprintf("%s has %d/%d ready replicas, %s after the signal", ref, state.ReadyReplicas, minReplicas, coldStart)
-			r.setCondition(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonTargetReady, message)
-			r.events = append(r.events, event{corev1.EventTypeNormal, v1alpha1.ReasonTargetReady, message})
-			r.c.metrics.wakeToReady.Observe(coldStart.Seconds())
+			r.markReady(minReplicas, state)
 			r.done = true
 			return
 		}
 	}
 
-	deadline := signalTime(sr)
-	if status.LastScaleTime != nil && status.LastScaleTime.After(deadline) {
-		deadline = status.LastScaleTime.Time
+	waitingSince := r.now
+	if cond := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); cond != nil &&
+		cond.ObservedGeneration == sr.Generation && cond.Reason == v1alpha1.ReasonWaitingForReplicas {
+		waitingSince = cond.LastTransitionTime.Time
 	}
-	deadline = deadline.Add(r.c.config.ReadyTimeout)
-	if !r.now.Before(deadline) {
-		message := fmt.Sprintf("%s did not get %d ready replicas within %s (has %d)", ref, minReplicas, r.c.config.ReadyTimeout, status.ReadyReplicas)
+	deadline := waitingSince.Add(r.c.config.ReadyTimeout)
+	if seen && !r.now.Before(deadline) {
+		message := fmt.Sprintf("%s did not get %d ready replicas within %s of being scaled (has %d ready of %d)",
+			ref, minReplicas, r.c.config.ReadyTimeout, state.ReadyReplicas, state.Replicas)
+		if r.fightDeferred() || state.Replicas < minReplicas {
+			message = fmt.Sprintf("%s did not keep %d replicas within %s of being scaled: something else keeps setting it lower (now %d); giving up until the next signal",
+				ref, minReplicas, r.c.config.ReadyTimeout, state.Replicas)
+		}
 		r.setCondition(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonReadyTimeout, message)
 		r.events = append(r.events, event{corev1.EventTypeWarning, v1alpha1.ReasonReadyTimeout, message})
 		r.done = true
+		r.requeueAfter = 0
 		return
 	}
 	r.setCondition(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonWaitingForReplicas,
 		fmt.Sprintf("waiting for %s to have %d ready replicas", ref, minReplicas))
 	// Readiness arrives as watch events; this re-check is the fallback, and the timeout's alarm.
-	r.requeueAfter = min(r.c.config.RescaleDuration, deadline.Sub(r.now))
+	next := min(r.c.config.RescaleDuration, max(deadline.Sub(r.now), time.Millisecond))
+	if r.requeueAfter == 0 || next < r.requeueAfter {
+		r.requeueAfter = next
+	}
+}
+
+// markReady records that the target has its minimum ready. A cold start is recorded only when
+// this controller scaled the target up for this signal: a target that was already up did not
+// start cold.
+func (r *reconciliation) markReady(minReplicas int32, state scaling.TargetState) {
+	sr, status := r.sr, &r.sr.Status
+	ref := sr.Spec.ScaleTargetRef.Kind + "/" + sr.Spec.ScaleTargetRef.Name
+	status.ReadyTime = &metav1.Time{Time: r.now}
+	message := fmt.Sprintf("%s has %d/%d ready replicas", ref, state.ReadyReplicas, minReplicas)
+	switch r.scaledReason() {
+	case v1alpha1.ReasonScaledFromZero, v1alpha1.ReasonScaledUp, v1alpha1.ReasonScaleFight:
+		coldStart := nonNegative(r.now.Sub(signalTime(sr))).Round(time.Millisecond)
+		status.ColdStartDuration = &metav1.Duration{Duration: coldStart}
+		message += fmt.Sprintf(", %s after the signal", coldStart)
+		r.readyAfter = coldStart
+	default:
+		status.ColdStartDuration = nil
+	}
+	r.setCondition(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonTargetReady, message)
+	r.events = append(r.events, event{corev1.EventTypeNormal, v1alpha1.ReasonTargetReady, message})
 }
 
 // failScaled sets Scaled=False with a failure reason; readiness no longer applies.
@@ -352,26 +552,34 @@ func (r *reconciliation) failScaled(reason, message string) {
 	r.setCondition(v1alpha1.ConditionScaled, metav1.ConditionFalse, reason, message)
 }
 
-// setCondition sets a condition for the current generation and queues a Warning event when a
-// condition newly turns to a failure reason.
+// setCondition sets a condition for the current generation. A Scaled condition that changes
+// (status, reason or signal) counts one scale outcome; one that newly turns to a failure also
+// queues a Warning event.
 func (r *reconciliation) setCondition(conditionType string, status metav1.ConditionStatus, reason, message string) {
 	conditions := &r.sr.Status.Conditions
 	previous := meta.FindStatusCondition(*conditions, conditionType)
-	isNew := previous == nil || previous.Reason != reason || previous.Status != status
+	isNew := previous == nil || previous.Reason != reason || previous.Status != status || previous.ObservedGeneration != r.sr.Generation
 	meta.SetStatusCondition(conditions, metav1.Condition{
 		Type: conditionType, Status: status, Reason: reason, Message: message,
 		ObservedGeneration: r.sr.Generation, LastTransitionTime: metav1.Time{Time: r.now},
 	})
-	if isNew && status == metav1.ConditionFalse && isFailure(reason) {
+	if !isNew {
+		return
+	}
+	if conditionType == v1alpha1.ConditionScaled {
+		r.outcomes = append(r.outcomes, reason)
+	}
+	if status == metav1.ConditionFalse && isFailure(reason) {
 		r.events = append(r.events, event{corev1.EventTypeWarning, reason, message})
 	}
 }
 
-// isFailure reports whether a reason means the request cannot be served as it stands.
+// isFailure reports whether a Scaled reason means the request cannot be served as it stands.
 func isFailure(reason string) bool {
 	switch reason {
 	case v1alpha1.ReasonTargetNotFound, v1alpha1.ReasonKindUnknown, v1alpha1.ReasonNoScaleSubresource,
-		v1alpha1.ReasonKindNotAllowed, v1alpha1.ReasonForbidden:
+		v1alpha1.ReasonKindNotAllowed, v1alpha1.ReasonForbidden, v1alpha1.ReasonRejected,
+		v1alpha1.ReasonNotOptedIn, v1alpha1.ReasonAboveOwnerCap:
 		return true
 	}
 	return false
@@ -388,6 +596,8 @@ func phaseOf(sr *v1alpha1.ScaleRequest) v1alpha1.ScaleRequestPhase {
 		return v1alpha1.PhaseFailed
 	case ready != nil && ready.Status == metav1.ConditionTrue:
 		return v1alpha1.PhaseReady
+	case ready != nil && ready.Reason == v1alpha1.ReasonTargetScaledDown:
+		return v1alpha1.PhaseIdle
 	case scaled != nil && scaled.Status == metav1.ConditionTrue:
 		return v1alpha1.PhaseScaling
 	}
@@ -414,40 +624,6 @@ func (c *Controller) writeStatus(ctx context.Context, cached, sr *v1alpha1.Scale
 		c.metrics.statusWrites.WithLabelValues("error").Inc()
 	}
 	return err
-}
-
-// hold records that key waits on the target id's watch.
-func (c *Controller) hold(key cache.ObjectName, id string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.watching[key] = id
-}
-
-// holds reports whether key holds a target watch.
-func (c *Controller) holds(key cache.ObjectName) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.watching[key]
-	return ok
-}
-
-// release drops key's hold on its target watch, and the watch itself when no other request
-// holds it.
-func (c *Controller) release(key cache.ObjectName) {
-	c.mu.Lock()
-	id, ok := c.watching[key]
-	delete(c.watching, key)
-	shared := false
-	for _, other := range c.watching {
-		if other == id {
-			shared = true
-			break
-		}
-	}
-	c.mu.Unlock()
-	if ok && !shared {
-		c.watcher.Forget(id)
-	}
 }
 
 // signalTime is when the latest signal was given: spec.requestedAt, or the creation time.

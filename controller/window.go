@@ -5,46 +5,75 @@ import (
 	"time"
 )
 
-// rescaleWindow enforces at most one scale write per target per rescale duration. It remembers
-// targets only for one window after their last write, so it stays as small as the set of
-// targets scaled recently.
+// rescaleWindow enforces at most one scale write per target per rescale duration, however many
+// requests name the target and however many workers serve them: the check and the write are
+// one reservation, so two workers cannot both find the window open. It remembers targets only
+// for one window after their last write, so it stays as small as the set of targets scaled
+// recently.
 type rescaleWindow struct {
 	duration time.Duration
 
 	mu        sync.Mutex
 	lastWrite map[string]time.Time
+	// inFlight holds the targets a worker has reserved and not yet completed.
+	inFlight map[string]struct{}
 }
 
 func newRescaleWindow(duration time.Duration) *rescaleWindow {
-	return &rescaleWindow{duration: duration, lastWrite: map[string]time.Time{}}
+	return &rescaleWindow{duration: duration, lastWrite: map[string]time.Time{}, inFlight: map[string]struct{}{}}
 }
 
-// wait returns how long a write to target must wait at now. persisted is the last write time
-// recorded in status, which survives controller restarts; the later of the two counts.
-func (w *rescaleWindow) wait(target string, persisted time.Time, now time.Time) time.Duration {
+// reservation is the outcome of asking to write to a target.
+type reservation struct {
+	// wait is how long the write must wait; zero means the caller holds the reservation and
+	// must end it with complete.
+	wait time.Duration
+	// busy is true when another worker holds the target's reservation: its write is under way,
+	// and the caller should look again once it completes.
+	busy bool
+}
+
+// reserve asks to write to target at now. persisted is the last write time recorded in status,
+// which survives controller restarts; the later of it and the window's own record counts.
+func (w *rescaleWindow) reserve(target string, persisted, now time.Time) reservation {
 	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.inFlight[target]; ok {
+		return reservation{busy: true}
+	}
 	last := w.lastWrite[target]
-	w.mu.Unlock()
 	if persisted.After(last) {
 		last = persisted
 	}
-	if last.IsZero() {
-		return 0
+	if !last.IsZero() {
+		if remaining := last.Add(w.duration).Sub(now); remaining > 0 {
+			return reservation{wait: remaining}
+		}
 	}
-	if remaining := last.Add(w.duration).Sub(now); remaining > 0 {
-		return remaining
-	}
-	return 0
+	w.inFlight[target] = struct{}{}
+	return reservation{}
 }
 
-// record notes a write to target at now and drops targets whose window has passed.
-func (w *rescaleWindow) record(target string, now time.Time) {
+// complete ends a reservation. wroteAt is when the write was answered, or zero when nothing
+// was written (the target was already up, or the write failed); only a write starts a window.
+func (w *rescaleWindow) complete(target string, wroteAt time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	delete(w.inFlight, target)
+	if wroteAt.IsZero() {
+		return
+	}
 	for t, last := range w.lastWrite {
-		if now.Sub(last) >= w.duration {
+		if wroteAt.Sub(last) >= w.duration {
 			delete(w.lastWrite, t)
 		}
 	}
-	w.lastWrite[target] = now
+	w.lastWrite[target] = wroteAt
+}
+
+// recorded returns the window's own record of the last write to target (zero if none recent).
+func (w *rescaleWindow) recorded(target string) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastWrite[target]
 }

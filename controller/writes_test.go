@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
@@ -102,14 +103,23 @@ func TestHandlersForgetObservedWrites(t *testing.T) {
 	}
 }
 
-func TestSettledRequestsAreNotQueuedOrIndexed(t *testing.T) {
+func TestSettledRequestsAreNotQueuedAndFinalFailuresNotIndexed(t *testing.T) {
 	f := newFixture(t, DefaultAllowedKinds)
 	f.ctrl.onAdd(readyRequest())
 	if f.ctrl.queue.Len() != 0 {
 		t.Fatal("a settled request was queued when added")
 	}
-	if keys, _ := indexByTarget(readyRequest()); len(keys) != 0 {
-		t.Fatalf("a settled request was indexed by target: %v", keys)
+	// A Ready request follows its target (it becomes Idle when the target is set back to
+	// zero), so the target's changes must reach it; a final failure has nothing to follow.
+	if keys, _ := indexByTarget(readyRequest()); len(keys) != 1 || keys[0] != webID {
+		t.Fatalf("a Ready request was not indexed by target: %v", keys)
+	}
+	timedOut := scaledRequest(t0)
+	timedOut.Status.Phase = v1alpha1.PhaseFailed
+	meta.SetStatusCondition(&timedOut.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: v1alpha1.ReasonReadyTimeout, ObservedGeneration: 1})
+	if keys, _ := indexByTarget(timedOut); len(keys) != 0 {
+		t.Fatalf("a request that failed for good was indexed by target: %v", keys)
 	}
 	// A settled request that gets a new signal is active again, and indexed.
 	bumped := readyRequest()

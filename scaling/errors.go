@@ -20,6 +20,9 @@ const (
 	ReasonTargetNotFound Reason = "TargetNotFound"
 	// ReasonForbidden: the caller may not read or write the target's /scale.
 	ReasonForbidden Reason = "Forbidden"
+	// ReasonRejected: the API server refused the write (admission webhook or policy, validation);
+	// retrying the same write gets the same answer until someone changes the policy or target.
+	ReasonRejected Reason = "Rejected"
 	// ReasonConflict: the target changed between read and write; retrying is expected to succeed.
 	ReasonConflict Reason = "Conflict"
 	// ReasonTransient: anything else (timeouts, server errors, throttling); retry with backoff.

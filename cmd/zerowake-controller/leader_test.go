@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
@@ -89,5 +90,80 @@ func TestLostLeaseExitsWithoutDraining(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("runAsLeader did not return after losing the lease")
+	}
+}
+
+// TestLostLeaseWhileDrainingExits: after SIGTERM the leader drains in-flight work; if its lease
+// is lost meanwhile (a renewal fails, another replica takes over), it exits at once instead of
+// letting the drain go on writing beside the successor.
+func TestLostLeaseWhileDrainingExits(t *testing.T) {
+	kube := fake.NewClientset()
+	opts := &options{leaseName: "zerowake", leaseNamespace: "zerowake-system",
+		leaseDuration: 900 * time.Millisecond, leaseRenewDeadline: 600 * time.Millisecond, leaseRetryPeriod: 100 * time.Millisecond}
+
+	started, draining := make(chan struct{}), make(chan struct{})
+	stillWorking := make(chan struct{})
+	work := func(ctx context.Context) error {
+		close(started)
+		<-ctx.Done() // the signal: drain what is in flight
+		close(draining)
+		<-stillWorking // a sync that is still writing
+		return nil
+	}
+	exited := make(chan struct{}, 1)
+	saved := exitOnLostLease
+	t.Cleanup(func() { exitOnLostLease = saved; close(stillWorking) })
+	exitOnLostLease = func(logr.Logger, string) {
+		exited <- struct{}{}
+		runtime.Goexit()
+	}
+
+	ctx, signal := context.WithCancel(context.Background())
+	defer signal()
+	go func() { _ = runAsLeader(ctx, opts, kube, nil, work, logr.Discard()) }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("never became leader")
+	}
+	signal()
+	<-draining
+
+	// Renewals now fail, as they do for a leader cut off from the API server.
+	kube.PrependReactor("update", "leases", func(k8stesting.Action) (bool, kruntime.Object, error) {
+		return true, nil, apierrors.NewServerTimeout(coordinationv1.Resource("leases"), "update", 1)
+	})
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("kept draining after the lease was lost; a successor may already be writing")
+	}
+}
+
+// TestMissingLeaseNamespaceStopsWithAClearError: a Lease namespace that does not exist makes
+// the controller stop with a message that says what to do, rather than retry forever while
+// serving nothing.
+func TestMissingLeaseNamespaceStopsWithAClearError(t *testing.T) {
+	kube := fake.NewClientset()
+	kube.PrependReactor("create", "leases", func(k8stesting.Action) (bool, kruntime.Object, error) {
+		return true, nil, apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "zerowake-system")
+	})
+	opts := &options{leaseName: "zerowake", leaseNamespace: "zerowake-system",
+		leaseDuration: 900 * time.Millisecond, leaseRenewDeadline: 600 * time.Millisecond, leaseRetryPeriod: 100 * time.Millisecond}
+	result := make(chan error, 1)
+	go func() {
+		result <- runAsLeader(context.Background(), opts, kube, nil, func(context.Context) error {
+			t.Error("worked without a lease")
+			return nil
+		}, logr.Discard())
+	}()
+	select {
+	case err := <-result:
+		if err == nil || !strings.Contains(err.Error(), `namespace "zerowake-system" does not exist`) ||
+			!strings.Contains(err.Error(), "--leader-election-namespace") || !strings.Contains(err.Error(), "--leader-elect=false") {
+			t.Fatalf("want an error naming the namespace and the ways out, got %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still retrying the Lease after its namespace was found missing")
 	}
 }

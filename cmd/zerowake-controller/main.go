@@ -23,7 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -40,6 +42,7 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
 	"github.com/zerowake/zerowake/controller"
 	"github.com/zerowake/zerowake/generated/clientset/versioned"
 	zerowakescheme "github.com/zerowake/zerowake/generated/clientset/versioned/scheme"
@@ -55,6 +58,7 @@ type options struct {
 	rescaleDuration time.Duration
 	readyTimeout    time.Duration
 	allowedKinds    string
+	requireOptIn    bool
 	qps             float64
 	burst           int
 
@@ -80,6 +84,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.rescaleDuration, "rescale-duration", 30*time.Second, "Cool-down between scale writes to one target; also the backoff cap and the longest gap between re-checks of an active request.")
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 5*time.Minute, "How long a scaled target may take to become ready before its ScaleRequest fails with ReadyTimeout.")
 	fs.StringVar(&o.allowedKinds, "allowed-kinds", controller.DefaultAllowedKinds, "Comma-separated Kind.group entries the controller may scale (e.g. Deployment.apps,Rollout.argoproj.io), or * for any kind with /scale.")
+	fs.BoolVar(&o.requireOptIn, "require-opt-in", true, "Scale only workloads their owners labelled "+v1alpha1.LabelWake+"=true (capped by their "+v1alpha1.AnnotationMaxReplicas+" annotation). Turn off only where every ScaleRequest writer is trusted to scale any workload of the allowed kinds.")
 	fs.Float64Var(&o.qps, "kube-api-qps", 200, "Steady requests per second to the API server, for each of the controller's API clients (status, /scale, target watches, events).")
 	fs.IntVar(&o.burst, "kube-api-burst", 500, "Burst of requests to the API server, for each API client: a burst of wakes is the controller's normal load.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader through a Lease so that only one replica scales and writes status.")
@@ -219,6 +224,20 @@ func run(ctx context.Context, opts *options) error {
 	}
 
 	var ctrl *controller.Controller
+	// The inventory follows the marked workloads of the kinds in use (every workload of them
+	// when opt-in is off, as Ready requests still follow their targets). Its notifications
+	// start once the controller exists: informers run only after New returns.
+	selector := ""
+	if opts.requireOptIn {
+		selector = v1alpha1.LabelWake + "=true"
+	}
+	inventory := scaling.NewInventory(dyn, splitList(opts.namespaces), selector, []string{v1alpha1.AnnotationMaxReplicas},
+		func(gk schema.GroupKind, namespace, name string) {
+			if ctrl != nil {
+				ctrl.OnTargetChange(gk, namespace, name)
+			}
+		})
+	defer inventory.Stop()
 	metrics := controller.NewMetrics(registry, func() float64 {
 		if ctrl == nil {
 			return 0
@@ -233,6 +252,8 @@ func run(ctx context.Context, opts *options) error {
 			RescaleDuration: opts.rescaleDuration,
 			ReadyTimeout:    opts.readyTimeout,
 			AllowedKinds:    allowed,
+			Inventory:       inventory,
+			RequireOptIn:    opts.requireOptIn,
 			QueueMetrics:    newQueueMetrics(registry),
 		})
 	if err != nil {
@@ -287,14 +308,34 @@ func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, 
 		return err
 	}
 	identity := hostname + "_" + uuid.NewString()
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: opts.leaseNamespace, Name: opts.leaseName},
-		Client:     kube.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
+	electionCtx, cancelElection := context.WithCancel(context.WithoutCancel(ctx))
+	// electionEnded tells a lease given up on purpose (work done, or a signal before leading)
+	// from one lost to a failed renewal.
+	var electionEnded atomic.Bool
+	endElection := func() {
+		electionEnded.Store(true)
+		cancelElection()
 	}
+	// Not endElection: the lost-lease check runs on its own goroutine and may come after return.
+	defer cancelElection()
 
-	electionCtx, endElection := context.WithCancel(context.WithoutCancel(ctx))
-	defer endElection()
+	var missingNamespace error
+	lock := &checkedLeaseLock{
+		Interface: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Namespace: opts.leaseNamespace, Name: opts.leaseName},
+			Client:     kube.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
+		},
+		// Without its namespace the Lease can never be created: the election would retry
+		// forever and the controller would serve nothing, which a log line every few seconds
+		// does not make plain enough.
+		onMissingNamespace: func(err error) {
+			missingNamespace = fmt.Errorf("the leader election Lease cannot be created: namespace %q does not exist (%v). "+
+				"Create it (kubectl create namespace %s), set --leader-election-namespace to an existing namespace, "+
+				"or run a single replica with --leader-elect=false", opts.leaseNamespace, err, opts.leaseNamespace)
+			endElection()
+		},
+	}
 	var workErr error
 	var workDone atomic.Bool
 	lostLease := false
@@ -309,10 +350,11 @@ func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, 
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(leadingCtx context.Context) {
 				logger.Info("Became leader", "identity", identity)
-				// Work stops on a signal, and drains; or when the lease is lost, and does not.
+				// Work stops on a signal, and drains; or when the lease is lost, and does not, even
+				// in the middle of a drain: a successor may be writing already.
 				workCtx, cancel := context.WithCancel(ctx)
 				context.AfterFunc(leadingCtx, func() {
-					if ctx.Err() == nil && !workDone.Load() {
+					if !workDone.Load() && !electionEnded.Load() {
 						exitOnLostLease(logger, identity)
 					}
 					cancel()
@@ -323,7 +365,7 @@ func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, 
 				endElection()
 			},
 			OnStoppedLeading: func() {
-				if ctx.Err() == nil {
+				if !electionEnded.Load() {
 					lostLease = true
 				}
 				logger.Info("Stopped leading", "identity", identity)
@@ -346,6 +388,9 @@ func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, 
 		}
 	}()
 	elector.Run(electionCtx)
+	if missingNamespace != nil {
+		return missingNamespace
+	}
 	if lostLease {
 		return errors.New("lost the leader election lease")
 	}
@@ -360,6 +405,20 @@ func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, 
 var exitOnLostLease = func(logger logr.Logger, identity string) {
 	logger.Error(nil, "Lost the leader election lease; exiting at once, without draining, so that no write outlives it", "identity", identity)
 	os.Exit(1)
+}
+
+// checkedLeaseLock reports a Lease that cannot be created because its namespace is missing.
+type checkedLeaseLock struct {
+	resourcelock.Interface
+	onMissingNamespace func(error)
+}
+
+func (l *checkedLeaseLock) Create(ctx context.Context, record resourcelock.LeaderElectionRecord) error {
+	err := l.Interface.Create(ctx, record)
+	if apierrors.IsNotFound(err) {
+		l.onMissingNamespace(err)
+	}
+	return err
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

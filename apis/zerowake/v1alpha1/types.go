@@ -14,7 +14,7 @@ import (
 // +kubebuilder:printcolumn:name="Min",type=integer,JSONPath=`.spec.minReplicas`,description="Replicas the target is scaled up to"
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`,description="Target replicas after the latest scale"
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`,description="Ready replicas of the target"
-// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,description="Pending, Scaling, Ready or Failed"
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,description="Pending, Scaling, Ready, Idle or Failed"
 // +kubebuilder:printcolumn:name="Cold-Start",type=string,JSONPath=`.status.coldStartDuration`,description="Time from the latest signal to the target being ready"
 // +kubebuilder:printcolumn:name="Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="Reason of the Ready condition"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -45,7 +45,9 @@ const MaxMinReplicas = 1000
 // ScaleRequestSpec is the demand signal.
 type ScaleRequestSpec struct {
 	// scaleTargetRef names the workload to scale: any kind with a /scale subresource
-	// (Deployment, StatefulSet, Argo Rollout, ...) in the ScaleRequest's own namespace.
+	// (Deployment, StatefulSet, Argo Rollout, ...) in the ScaleRequest's own namespace. It is
+	// immutable: a ScaleRequest stands for one workload; wake another with another request.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="scaleTargetRef is immutable: a ScaleRequest stands for one workload; delete it and create a new one to wake another"
 	// +required
 	ScaleTargetRef CrossVersionObjectReference `json:"scaleTargetRef"`
 
@@ -88,7 +90,7 @@ type CrossVersionObjectReference struct {
 }
 
 // ScaleRequestPhase summarises where the latest signal stands.
-// +kubebuilder:validation:Enum=Pending;Scaling;Ready;Failed
+// +kubebuilder:validation:Enum=Pending;Scaling;Ready;Idle;Failed
 type ScaleRequestPhase string
 
 const (
@@ -98,6 +100,9 @@ const (
 	PhaseScaling ScaleRequestPhase = "Scaling"
 	// PhaseReady: the target has at least minReplicas ready replicas.
 	PhaseReady ScaleRequestPhase = "Ready"
+	// PhaseIdle: the latest signal was served, and the target has since been set below
+	// minReplicas by something else (an idler, a GitOps revert); a new signal wakes it again.
+	PhaseIdle ScaleRequestPhase = "Idle"
 	// PhaseFailed: the signal cannot be served; the conditions say why.
 	PhaseFailed ScaleRequestPhase = "Failed"
 )
@@ -117,7 +122,7 @@ type ScaleRequestStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// phase summarises the conditions: Pending, Scaling, Ready or Failed.
+	// phase summarises the conditions: Pending, Scaling, Ready, Idle or Failed.
 	// +optional
 	Phase ScaleRequestPhase `json:"phase,omitempty"`
 
@@ -193,4 +198,26 @@ const (
 	ReasonKindNotAllowed = "KindNotAllowed"
 	// ReasonForbidden: the controller lacks the RBAC rights to scale the target.
 	ReasonForbidden = "Forbidden"
+	// ReasonRejected: the API server refused the scale (an admission webhook or policy, a
+	// validation error); the message carries the API's own words.
+	ReasonRejected = "Rejected"
+	// ReasonNotOptedIn: the target's owner has not marked it as wakeable (label
+	// zerowake.dev/wake=true on the workload), so a ScaleRequest may not scale it.
+	ReasonNotOptedIn = "NotOptedIn"
+	// ReasonAboveOwnerCap: spec.minReplicas is above the cap the target's owner set
+	// (annotation zerowake.dev/max-replicas on the workload).
+	ReasonAboveOwnerCap = "AboveOwnerCap"
+	// ReasonTargetScaledDown: the target was ready for the latest signal and has since been set
+	// below minReplicas by something else; the request is Idle until signalled again.
+	ReasonTargetScaledDown = "TargetScaledDown"
+)
+
+// The marks a workload's owner sets to let ScaleRequests wake it. They live on the workload, so
+// setting them needs write access to the workload itself, which a ScaleRequest writer lacks.
+const (
+	// LabelWake, set to "true" on a workload, opts it in to being woken by ScaleRequests.
+	LabelWake = GroupName + "/wake"
+	// AnnotationMaxReplicas on a workload caps the spec.minReplicas a ScaleRequest may ask
+	// for it (a positive integer). Without it, the ScaleRequest schema's own cap applies.
+	AnnotationMaxReplicas = GroupName + "/max-replicas"
 )

@@ -1,0 +1,69 @@
+package controller
+
+import (
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/zerowake/zerowake/scaling"
+)
+
+// scaleOutcome is a scale write this controller made for one signal (a request's uid and
+// generation) whose status write has not succeeded yet.
+type scaleOutcome struct {
+	uid        types.UID
+	generation int64
+	result     scaling.Result
+	fight      bool
+	writtenAt  time.Time
+}
+
+// pendingOutcomes keeps each scale write until a status write carries it. Without it, a status
+// write that fails after a scale (a conflict, an API error) would be retried against a target
+// that is already up, and reported as AlreadyScaled: no ScaledFromZero event, no lastScaleTime
+// (so the window would not survive a restart), the wrong previousReplicas, the scale counted
+// twice. Entries live from a scale write to the next successful status write: milliseconds.
+type pendingOutcomes struct {
+	mu       sync.Mutex
+	outcomes map[cache.ObjectName]scaleOutcome
+}
+
+func newPendingOutcomes() *pendingOutcomes {
+	return &pendingOutcomes{outcomes: map[cache.ObjectName]scaleOutcome{}}
+}
+
+func (p *pendingOutcomes) put(key cache.ObjectName, o scaleOutcome) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.outcomes[key] = o
+}
+
+// get returns the pending outcome of the signal (uid, generation); an outcome of another signal
+// is dropped, since a new signal is reported afresh.
+func (p *pendingOutcomes) get(key cache.ObjectName, uid types.UID, generation int64) (scaleOutcome, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	o, ok := p.outcomes[key]
+	if !ok {
+		return scaleOutcome{}, false
+	}
+	if o.uid != uid || o.generation != generation {
+		delete(p.outcomes, key)
+		return scaleOutcome{}, false
+	}
+	return o, true
+}
+
+func (p *pendingOutcomes) forget(key cache.ObjectName) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.outcomes, key)
+}
+
+func (p *pendingOutcomes) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.outcomes)
+}
