@@ -121,11 +121,11 @@ func (w *fakeWatcher) State(id string) (scaling.TargetState, bool) {
 }
 
 type fixture struct {
-	t        *testing.T
-	ctx      context.Context
-	client   *fake.Clientset
-	scaler   *fakeScaler
-	watcher  *fakeWatcher
+	t         *testing.T
+	ctx       context.Context
+	client    *fake.Clientset
+	scaler    *fakeScaler
+	watcher   *fakeWatcher
 	recorder  *record.FakeRecorder
 	clock     *testingclock.FakeClock
 	ctrl      *Controller
@@ -141,11 +141,11 @@ func newFixture(t *testing.T, allowedKinds string, objects ...*v1alpha1.ScaleReq
 		objs = append(objs, o)
 	}
 	f := &fixture{
-		t:        t,
-		ctx:      ctx,
-		client:   fake.NewSimpleClientset(objs...),
-		scaler:   &fakeScaler{},
-		watcher:  &fakeWatcher{states: map[string]scaling.TargetState{}, watched: map[string]bool{}},
+		t:         t,
+		ctx:       ctx,
+		client:    fake.NewSimpleClientset(objs...),
+		scaler:    &fakeScaler{},
+		watcher:   &fakeWatcher{states: map[string]scaling.TargetState{}, watched: map[string]bool{}},
 		recorder:  record.NewFakeRecorder(100),
 		clock:     testingclock.NewFakeClock(t0),
 		inventory: &fakeInventory{entries: map[string]scaling.InventoryEntry{}},

@@ -453,4 +453,3 @@ func TestAllowedKindsRefusesAVersion(t *testing.T) {
 		t.Fatalf("the message does not show the expected form: %v", err)
 	}
 }
-
