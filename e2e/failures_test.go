@@ -71,7 +71,7 @@ func TestReadyTimeout(t *testing.T) {
 	t.Parallel()
 	ns := newNamespace(t)
 	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "stuck", Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: "stuck", Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: new(int32),
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "stuck"}},

@@ -47,7 +47,8 @@ func podTemplate(app string) corev1.PodTemplateSpec {
 func createDeployment(t *testing.T, ns, name string, replicas int32) *appsv1.Deployment {
 	t.Helper()
 	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		// Marked by its owner as wakeable: the controller scales only such workloads.
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
@@ -64,7 +65,7 @@ func createDeployment(t *testing.T, ns, name string, replicas int32) *appsv1.Dep
 func createStatefulSet(t *testing.T, ns, name string, replicas int32) {
 	t.Helper()
 	s := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"}},
 		Spec: appsv1.StatefulSetSpec{
 			Replicas:    ptr.To(replicas),
 			ServiceName: name,

@@ -27,6 +27,8 @@ done
 say "Creating namespace demo with Deployment web at 0 replicas"
 k create namespace demo
 k create deployment web -n demo --image=registry.example/web:1 --replicas=0
+# Its owner lets ScaleRequests wake it (the controller scales only workloads marked so).
+k label deployment web -n demo zerowake.dev/wake=true
 k rollout status deployment/web -n demo --timeout=30s >/dev/null
 
 say "A resolver signals demand: it creates ScaleRequest web"

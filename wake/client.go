@@ -384,6 +384,12 @@ func (c *Client) decide(e *entry, t *Target, want int32, now time.Time) decision
 			Existing: *ref, Wanted: t.Ref(),
 		}}
 	}
+	if idleSinceWrite(e) {
+		// Served, and the target has been set back below its minimum since: whatever this
+		// client wrote before, the next request needs a new signal. Concurrent calls still
+		// share one write, and the write's own answer moves the generation past this one.
+		return decision{op: opBump}
+	}
 	if !e.wroteAt.IsZero() && e.wroteMin >= want && within(now, e.wroteAt, c.window) {
 		return decision{action: ActionRecentlySignalled}
 	}
@@ -403,6 +409,16 @@ func (c *Client) decide(e *entry, t *Target, want int32, now time.Time) decision
 		return decision{action: ActionAlreadyReady}
 	}
 	return decision{op: opBump}
+}
+
+// idleSinceWrite reports whether the informer shows the request Idle for a generation at
+// least as new as this client's last write to it.
+func idleSinceWrite(e *entry) bool {
+	sr := e.obj
+	if sr == nil || sr.Status.Phase != v1alpha1.PhaseIdle || sr.Status.ObservedGeneration != sr.Generation {
+		return false
+	}
+	return e.wroteUID == "" || e.wroteUID != sr.UID || sr.Generation >= e.wroteGen
 }
 
 // signal runs the shared write for k and returns its action. After the write it decides again

@@ -10,6 +10,11 @@
 //   - is created (spec.requestedAt = now) when none exists;
 //   - is left alone when its latest signal is still active: metadata.generation not yet served
 //     (status.observedGeneration < metadata.generation), or phase Pending or Scaling;
+//   - gets spec.requestedAt bumped at once when it is Idle: it was served, and its target has
+//     since been set back below its minimum (by an idler, a GitOps revert), so the target has no
+//     pods to forward to. The controller keeps a Ready request's status following its target,
+//     so Ready is not believed after the target went back to zero; the controller defers the
+//     new scale at most to the end of its rescale window;
 //   - is left alone when it is Ready or Failed and its signal (spec.requestedAt, or the creation
 //     time) is younger than the window;
 //   - otherwise (Ready or Failed, signal older than the window) gets spec.requestedAt bumped with
@@ -40,7 +45,9 @@
 // the controller recorded in status.coldStartDuration. It returns a [*FailedError] when the
 // phase is Failed and status.observedGeneration equals metadata.generation; its Reason is the
 // reason of the Scaled or Ready condition that is False for that generation (TargetNotFound,
-// KindUnknown, NoScaleSubresource, KindNotAllowed, Forbidden, ReadyTimeout). When this client
+// KindUnknown, NoScaleSubresource, KindNotAllowed, Forbidden, Rejected, NotOptedIn,
+// AboveOwnerCap, ReadyTimeout). An Idle request is neither: WaitReady keeps waiting for the
+// next signal's answer (call Wake, which re-signals an Idle request). When this client
 // wrote the latest signal itself, WaitReady ignores older generations the informer may still
 // hold, so a Ready status left over from an earlier signal is never mistaken for the new one.
 // Waiting is driven by informer events delivered to per-target channels, never by polling.

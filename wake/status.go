@@ -26,7 +26,8 @@ var (
 
 // FailedError says that the controller gave up on the latest signal: the ScaleRequest's phase is
 // Failed for its current generation. Reason is one of the v1alpha1 failure reasons
-// (TargetNotFound, KindUnknown, NoScaleSubresource, KindNotAllowed, Forbidden, ReadyTimeout).
+// (TargetNotFound, KindUnknown, NoScaleSubresource, KindNotAllowed, Forbidden, Rejected,
+// NotOptedIn, AboveOwnerCap, ReadyTimeout).
 type FailedError struct {
 	Namespace, Name string
 	// Generation is the metadata.generation (the signal) that failed.
@@ -83,7 +84,8 @@ type Status struct {
 func isFailureReason(r string) bool {
 	switch r {
 	case v1alpha1.ReasonTargetNotFound, v1alpha1.ReasonKindUnknown, v1alpha1.ReasonNoScaleSubresource,
-		v1alpha1.ReasonKindNotAllowed, v1alpha1.ReasonForbidden, v1alpha1.ReasonReadyTimeout:
+		v1alpha1.ReasonKindNotAllowed, v1alpha1.ReasonForbidden, v1alpha1.ReasonReadyTimeout,
+		v1alpha1.ReasonRejected, v1alpha1.ReasonNotOptedIn, v1alpha1.ReasonAboveOwnerCap:
 		return true
 	}
 	return false
@@ -124,7 +126,7 @@ func active(sr *v1alpha1.ScaleRequest) bool {
 		return true
 	}
 	switch sr.Status.Phase {
-	case v1alpha1.PhaseReady, v1alpha1.PhaseFailed:
+	case v1alpha1.PhaseReady, v1alpha1.PhaseFailed, v1alpha1.PhaseIdle:
 		return false
 	}
 	return true

@@ -412,3 +412,53 @@ func TestWakeMismatchBeforeTheCacheShowsTheWrite(t *testing.T) {
 		t.Fatalf("%d creates; want 1", cr)
 	}
 }
+
+// A Ready request whose target was set back to zero (the controller then marks it Idle) is
+// never answered from the stale Ready: the next Wake re-signals, however recently this client
+// wrote, and a herd of calls costs one write; WaitReady returns only when the new signal is
+// Ready.
+func TestWakeResignalsAnIdleRequest(t *testing.T) {
+	f := newFakeAPI()
+	c := startClient(t, f, wake.Options{})
+	if a, err := c.Wake(context.Background(), web); err != nil || a != wake.ActionCreated {
+		t.Fatalf("first wake: %v %v", a, err)
+	}
+	f.markReady(t, "shop", "web", time.Second)
+	eventually(t, "ready in cache", func() bool { return c.Status(web).Ready })
+
+	// An idler sets the target back to zero within the window; the controller says so.
+	f.clock.Step(5 * time.Second)
+	f.setStatus(t, "shop", "web", func(sr *v1alpha1.ScaleRequest) {
+		sr.Status.Phase = v1alpha1.PhaseIdle
+		for i := range sr.Status.Conditions {
+			if sr.Status.Conditions[i].Type == v1alpha1.ConditionReady {
+				sr.Status.Conditions[i].Status = metav1.ConditionFalse
+				sr.Status.Conditions[i].Reason = v1alpha1.ReasonTargetScaledDown
+			}
+		}
+	})
+	eventually(t, "idle in cache", func() bool { return c.Status(web).Phase == v1alpha1.PhaseIdle })
+	if c.Status(web).Ready {
+		t.Fatal("an Idle request reads as Ready")
+	}
+
+	counts := burst(t, c, web, 100, 100)
+	if cr, pa := f.writes(); cr != 1 || pa != 1 {
+		t.Fatalf("10,000 calls for an Idle request: %d creates, %d patches; want 1, 1", cr, pa)
+	}
+	if counts[wake.ActionAlreadyReady] != 0 {
+		t.Fatalf("answered AlreadyReady for a target at zero: %v", counts)
+	}
+
+	waited := waitAsync(c, context.Background(), web, nil)
+	select {
+	case r := <-waited:
+		t.Fatalf("WaitReady returned before the new signal was served: %v %v", r.cold, r.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	f.markReady(t, "shop", "web", 300*time.Millisecond)
+	r := <-waited
+	if r.err != nil || r.cold != 300*time.Millisecond {
+		t.Fatalf("WaitReady: %v %v", r.cold, r.err)
+	}
+}

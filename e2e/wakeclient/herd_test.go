@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
 	"github.com/zerowake/zerowake/hack/localcluster"
 	"github.com/zerowake/zerowake/wake"
 )
@@ -35,7 +36,7 @@ func (w *writeCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 func createIdleDeployment(t *testing.T, ns, name string) {
 	t.Helper()
 	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](0),
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},

@@ -55,10 +55,11 @@ func poll(ctx context.Context, timeout, interval time.Duration, what string, che
 	}
 }
 
+// deployment is a target its owner marked as wakeable (the controller scales only those).
 func deployment(ns, name string, replicas int32) *appsv1.Deployment {
 	labels := map[string]string{"app": name}
 	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
@@ -90,15 +91,21 @@ func scaleRequest(ns, name string) *v1alpha1.ScaleRequest {
 // the deployment controller has observed each, so that its backlog does not run into the
 // measurement that follows.
 func createDeployments(ctx context.Context, kube kubernetes.Interface, ns string, names []string, replicas int32) error {
-	if err := createDeploymentsNoWait(ctx, kube, ns, names, replicas); err != nil {
+	if err := createDeploymentsNoWait(ctx, kube, ns, names, replicas, true); err != nil {
 		return err
 	}
 	return waitObserved(ctx, kube, ns, len(names))
 }
 
-func createDeploymentsNoWait(ctx context.Context, kube kubernetes.Interface, ns string, names []string, replicas int32) error {
+// createDeploymentsNoWait creates Deployments without waiting; unmarked ones are the cluster's
+// other workloads, which no ScaleRequest may wake.
+func createDeploymentsNoWait(ctx context.Context, kube kubernetes.Interface, ns string, names []string, replicas int32, marked bool) error {
 	err := parallel(ctx, len(names), 32, func(ctx context.Context, i int) error {
-		_, err := kube.AppsV1().Deployments(ns).Create(ctx, deployment(ns, names[i], replicas), metav1.CreateOptions{})
+		d := deployment(ns, names[i], replicas)
+		if !marked {
+			d.Labels = nil
+		}
+		_, err := kube.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
 		if apierrors.IsAlreadyExists(err) {
 			return nil
 		}

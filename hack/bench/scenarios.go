@@ -474,7 +474,7 @@ func (b *bench) footprint(ctx context.Context) error {
 	}
 	// Not waiting for the deployment controller to catch up (it creates a ReplicaSet for each):
 	// what is measured is this controller, which should not even notice.
-	if err := createDeploymentsNoWait(ctx, b.kube, deployNS, names("idle", b.cfg.fpDeploys), 0); err != nil {
+	if err := createDeploymentsNoWait(ctx, b.kube, deployNS, names("idle", b.cfg.fpDeploys), 0, false); err != nil {
 		return err
 	}
 	logf("footprint: %d Deployments created in %s", b.cfg.fpDeploys, time.Since(t).Round(time.Millisecond))
