@@ -2,9 +2,15 @@ package faults
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
 )
 
 // TestAPIServerRestartMidBurst: the same burst, with kube-apiserver restarted midway. The
@@ -36,31 +42,14 @@ func TestAPIServerRestartMidBurst(t *testing.T) {
 		f.fatalf("restarting kube-apiserver: %v", err)
 	}
 	readyAt := time.Now()
-	// Work resumes when the controller completes a write again: a status write or a scale.
-	statusWrites := func() float64 { return f.metric(c, "zerowake_status_writes_total", "result", "ok") }
-	scales := func() float64 {
-		return f.metric(c, "zerowake_api_requests_total", "verb", "PATCH", "resource", "deployments/scale", "code", "200")
-	}
-	writesAtReady, scalesAtReady := statusWrites(), scales()
-	var resumedAt, scaleResumedAt time.Time
-	f.waitFor(2*time.Minute, 5*time.Millisecond, func() string { return "the controller to write again after the apiserver restart" },
-		func(context.Context) bool {
-			now := time.Now()
-			if resumedAt.IsZero() && statusWrites() > writesAtReady {
-				resumedAt = now
-			}
-			if scaleResumedAt.IsZero() && scales() > scalesAtReady {
-				scaleResumedAt = now
-			}
-			return !resumedAt.IsZero() && !scaleResumedAt.IsZero()
-		})
 	t.Logf("kube-apiserver restarted in %s, %s into the burst, after %.0f targets were scaled",
 		readyAt.Sub(restartAt).Round(time.Millisecond), restartAt.Sub(begin).Round(time.Millisecond), scaledBefore)
-	t.Logf("from the apiserver ready again: first status write after %s, first scale after %s",
-		resumedAt.Sub(readyAt).Round(time.Millisecond), scaleResumedAt.Sub(readyAt).Round(time.Millisecond))
-
+	// What the system guarantees is that work resumes and nothing is lost, not that some
+	// scale is still left to do when this process notices the apiserver is back: the
+	// controller may finish the whole burst first. So the bound is the outcome below.
 	f.waitWakesCreated(w, burstSize)
 	final := f.waitAllReady(ns, burstSize, 6*time.Minute)
+	t.Logf("status writes after the restart: %.0f", f.metric(c, "zerowake_status_writes_total", "result", "ok"))
 	t.Logf("all %d requests Ready %s after the burst began, %s after the apiserver was ready again; %v",
 		burstSize, time.Since(begin).Round(time.Millisecond), time.Since(readyAt).Round(time.Millisecond), final)
 
@@ -76,4 +65,75 @@ func TestAPIServerRestartMidBurst(t *testing.T) {
 	f.checkTargetsAtMinimum(ns, burstSize, rec)
 	f.checkScaledOnce(ns, burstSize, id.user)
 	f.checkAllScaledConditions(ns)
+}
+
+// TestRequestsServedSoonAfterAPIServerReturns: requests signalled while kube-apiserver restarts
+// are served within seconds of its return. A just-restarted apiserver may answer 403 for about
+// a second while its authorizer warms up; such a Forbidden is re-checked after 1s, 2s, 4s…, not
+// after a whole rescale window, which this controller sets to a minute so that a window-long
+// wait cannot hide inside the bound.
+func TestRequestsServedSoonAfterAPIServerReturns(t *testing.T) {
+	f := newFixture(t)
+	ns := newNamespace(t)
+	id := newIdentity(t, "apiserver-return")
+	const lease = "faults-apiserver-return"
+	const n = 50
+	const window = time.Minute
+	f.createTargets(ns, n)
+	c := f.start("apiserver-return", id, lease, "--rescale-duration="+window.String(),
+		"--leader-election-lease-duration=40s", "--leader-election-renew-deadline=30s", "--leader-election-retry-period=2s")
+	f.waitForLeader(lease, 30*time.Second)
+
+	restarted := make(chan error, 1)
+	go func() { restarted <- cluster.RestartAPIServer(testContext(t, 2*time.Minute)) }()
+	// Signal while the apiserver goes away and comes back: creates are retried until accepted.
+	ctx := testContext(t, 3*time.Minute)
+	err := parallel(ctx, n, func(ctx context.Context, i int) error {
+		for {
+			_, err := client.ZerowakeV1alpha1().ScaleRequests(ns).Create(ctx, scaleRequest(ns, targetName(i), 1), metav1.CreateOptions{})
+			if err == nil || apierrors.IsAlreadyExists(err) { // accepted before the answer was lost
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("creating request %d: %w", i, err)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	})
+	if err != nil {
+		f.fatalf("%v", err)
+	}
+	if err := <-restarted; err != nil {
+		f.fatalf("restarting kube-apiserver: %v", err)
+	}
+	back := time.Now()
+	f.waitFor(2*time.Minute, 20*time.Millisecond, func() string { return "every request to be scaled" }, func(ctx context.Context) bool {
+		list, err := client.ZerowakeV1alpha1().ScaleRequests(ns).List(ctx, metav1.ListOptions{})
+		if err != nil || len(list.Items) != n {
+			return false
+		}
+		for _, sr := range list.Items {
+			if !scaledFor(&sr) {
+				return false
+			}
+		}
+		return true
+	})
+	served := time.Since(back)
+	t.Logf("all %d requests scaled %s after kube-apiserver was ready again; outcomes: Forbidden %.0f, ScaledFromZero %.0f",
+		n, served.Round(time.Millisecond), f.metric(c, "zerowake_scale_total", "reason", "Forbidden"), f.scaledFromZero(c))
+	if served >= window {
+		f.fatalf("requests were served %s after the apiserver's return, a whole rescale window (%s): a failure after a restart waited out the window", served, window)
+	}
+}
+
+// scaledFor reports whether Scaled is True for the request's latest signal.
+func scaledFor(sr *v1alpha1.ScaleRequest) bool {
+	for _, c := range sr.Status.Conditions {
+		if c.Type == v1alpha1.ConditionScaled {
+			return c.Status == metav1.ConditionTrue && c.ObservedGeneration == sr.Generation
+		}
+	}
+	return false
 }
