@@ -27,6 +27,8 @@ var (
 	controllerConfig *rest.Config
 	// shared is the controller most tests use.
 	shared *framework.Controller
+	// controllerBinary is the built controller, for tests that run one of their own.
+	controllerBinary string
 )
 
 // Flags of the shared controller: short windows so tests are quick, and kinds chosen so each
@@ -60,6 +62,7 @@ func setup(c *localcluster.Cluster) error {
 	if err != nil {
 		return err
 	}
+	controllerBinary = binary
 	if controllerConfig, err = c.ServiceAccountConfig(ctx, "zerowake-system", "zerowake-controller"); err != nil {
 		return err
 	}
