@@ -18,14 +18,19 @@ const (
 	ReasonNoScaleSubresource Reason = "NoScaleSubresource"
 	// ReasonTargetNotFound: the kind serves /scale but no object of that name exists.
 	ReasonTargetNotFound Reason = "TargetNotFound"
-	// ReasonForbidden: the caller may not read or write the target's /scale.
+	// ReasonForbidden: the API server's authorizer (RBAC) refused the caller the target's /scale.
+	// Someone may grant it; a just-restarted API server also answers this until its authorizer's
+	// cache is warm.
 	ReasonForbidden Reason = "Forbidden"
-	// ReasonRejected: the API server refused the write (admission webhook or policy, validation);
-	// retrying the same write gets the same answer until someone changes the policy or target.
+	// ReasonRejected: the API server understood the request and refused it on its merits: a
+	// validation error (400 BadRequest, 422 Invalid), or a denial by an admission webhook or a
+	// ValidatingAdmissionPolicy (whatever code it chose). Err carries the API's message. Retrying
+	// the same request does not help until someone changes the policy, webhook or target.
 	ReasonRejected Reason = "Rejected"
 	// ReasonConflict: the target changed between read and write; retrying is expected to succeed.
 	ReasonConflict Reason = "Conflict"
-	// ReasonTransient: anything else (timeouts, server errors, throttling); retry with backoff.
+	// ReasonTransient: anything else (timeouts, server errors, throttling, discovery that did not
+	// answer); retry with backoff.
 	ReasonTransient Reason = "Transient"
 )
 
@@ -35,6 +40,10 @@ type Error struct {
 	// Target is "Kind/name" (or "group/Kind/name") for messages.
 	Target string
 	Err    error
+
+	// resourceGone marks a 404 for the resource itself (not the object), which ScaleHandler
+	// answers by resolving the kind again once.
+	resourceGone bool
 }
 
 func (e *Error) Error() string {

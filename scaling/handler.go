@@ -2,9 +2,11 @@ package scaling
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -53,7 +55,7 @@ func NewScaleHandler(scales scale.ScalesGetter, mapper meta.ResettableRESTMapper
 }
 
 // fromZeroPatch sets replicas only if the target has none: in autoscaling/v1 a Scale with zero
-// replicas has an empty spec, so the test fails (422) for any other count. One request, no read,
+// replicas has an empty spec, so the test fails for any other count. One request, no read,
 // and no lost update if something else scaled the target in between.
 func fromZeroPatch(minReplicas int32) []byte {
 	return []byte(`[{"op":"test","path":"/spec","value":{}},{"op":"add","path":"/spec/replicas","value":` +
@@ -63,10 +65,12 @@ func fromZeroPatch(minReplicas int32) []byte {
 // ScaleUp makes sure the target has at least minReplicas replicas. From zero it costs one
 // PATCH; otherwise a GET, and a PATCH guarded by the resourceVersion it read if still below.
 func (h *ScaleHandler) ScaleUp(ctx context.Context, target Target, minReplicas int32) (Result, error) {
-	gvr, err := h.Resolve(ctx, target)
-	if err != nil {
-		return Result{}, err
-	}
+	return h.withResource(ctx, target, func(gvr schema.GroupVersionResource) (Result, error) {
+		return h.scaleUp(ctx, target, gvr, minReplicas)
+	})
+}
+
+func (h *ScaleHandler) scaleUp(ctx context.Context, target Target, gvr schema.GroupVersionResource, minReplicas int32) (Result, error) {
 	result := Result{Resource: gvr}
 	scales := h.scales.Scales(target.Namespace)
 
@@ -98,25 +102,86 @@ func (h *ScaleHandler) ScaleUp(ctx context.Context, target Target, minReplicas i
 
 // Current reads the target's replica count without writing anything.
 func (h *ScaleHandler) Current(ctx context.Context, target Target) (Result, error) {
-	gvr, err := h.Resolve(ctx, target)
-	if err != nil {
-		return Result{}, err
-	}
-	s, err := h.scales.Scales(target.Namespace).Get(ctx, gvr.GroupResource(), target.Ref.Name, metav1.GetOptions{})
-	if err != nil {
-		return Result{Resource: gvr}, h.classify(target, gvr, err)
-	}
-	return Result{Resource: gvr, PreviousReplicas: s.Spec.Replicas, Replicas: s.Spec.Replicas}, nil
+	return h.withResource(ctx, target, func(gvr schema.GroupVersionResource) (Result, error) {
+		s, err := h.scales.Scales(target.Namespace).Get(ctx, gvr.GroupResource(), target.Ref.Name, metav1.GetOptions{})
+		if err != nil {
+			return Result{Resource: gvr}, h.classify(target, gvr, err)
+		}
+		return Result{Resource: gvr, PreviousReplicas: s.Spec.Replicas, Replicas: s.Spec.Replicas}, nil
+	})
 }
 
-// isTestFailed reports whether a JSON patch was refused because its test operation failed.
+// withResource resolves the target and runs op on its resource. If the API server answers that
+// the resource itself is gone (a CRD version removed since the resolution was cached), op runs
+// once more on a fresh resolution: the kind may well be served by another version, and without
+// this the caller would report KindUnknown until its next retry. A 404 for a resource sends no
+// write, so running op again cannot write twice.
+func (h *ScaleHandler) withResource(ctx context.Context, target Target, op func(schema.GroupVersionResource) (Result, error)) (Result, error) {
+	var (
+		result Result
+		err    error
+	)
+	for attempt := 0; attempt < 2; attempt++ {
+		var gvr schema.GroupVersionResource
+		if gvr, err = h.Resolve(ctx, target); err != nil {
+			return Result{}, err
+		}
+		result, err = op(gvr)
+		var se *Error
+		if !errors.As(err, &se) || !se.resourceGone {
+			break
+		}
+		klog.FromContext(ctx).V(2).Info("Resource no longer served, resolving the kind again", "target", target.String(), "resource", gvr)
+	}
+	return result, err
+}
+
+// jsonPatchApplyFailed is the message client-go gives the API server's answer when a JSON patch
+// cannot be applied. The server sends a 422 Invalid and drops the patch library's own message
+// ("testing value /spec failed"), so this, with details naming no object and carrying no causes,
+// is the whole of what the test operation's failure looks like on the wire.
+const jsonPatchApplyFailed = "the server rejected our request due to an error in our request"
+
+// isTestFailed reports whether the from-zero patch was refused because its test operation
+// failed, i.e. the target is not at zero. Its other operation, an add of /spec/replicas to the
+// empty spec the test just matched, cannot fail, so a failure to apply this patch is the test's.
+// A 422 from validation or admission names the object or carries its own message, and is a
+// refusal (ReasonRejected), not a sign of replicas above zero.
 func isTestFailed(err error) bool {
-	status, ok := err.(apierrors.APIStatus)
-	return ok && status.Status().Code == http.StatusUnprocessableEntity
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	s := status.Status()
+	if s.Code != http.StatusUnprocessableEntity || s.Reason != metav1.StatusReasonInvalid || s.Message != jsonPatchApplyFailed {
+		return false
+	}
+	d := s.Details
+	return d == nil || (d.Group == "" && d.Kind == "" && d.Name == "" && d.UID == "" && len(d.Causes) == 0)
+}
+
+// ErrNoScaleSubresource may be wrapped by a ScaleKindResolver's error to say, definitely, that a
+// resource has no /scale; client-go's discovery resolver says it in words instead.
+var ErrNoScaleSubresource = errors.New("no scale subresource")
+
+// noScaleMessage starts the error of client-go's discovery ScaleKindResolver when discovery
+// answered and listed no scale subresource for the resource. Every other error of that resolver
+// is discovery not answering.
+const noScaleMessage = "could not find scale subresource for "
+
+// hasNoScale reports whether err from a ScaleKindResolver is a definite "no /scale", rather
+// than a failure to find out.
+func hasNoScale(err error) bool {
+	return errors.Is(err, ErrNoScaleSubresource) || strings.HasPrefix(err.Error(), noScaleMessage)
 }
 
 // Resolve returns the resource whose /scale serves the target's kind: the first of the kind's
 // REST mappings, in the API server's preference order, whose discovery lists a scale subresource.
+//
+// Only answers the API server gave are final: a kind it does not serve (KindUnknown) or whose
+// every resource it lists without /scale (NoScaleSubresource). Discovery that fails to answer
+// for any of the kind's versions is Transient, and discovery is reset so that the retry asks
+// the API server again rather than a cached failure.
 func (h *ScaleHandler) Resolve(ctx context.Context, target Target) (schema.GroupVersionResource, error) {
 	gk, err := target.GroupKind()
 	if err != nil {
@@ -141,41 +206,84 @@ func (h *ScaleHandler) Resolve(ctx context.Context, target Target) (schema.Group
 			Err: fmt.Errorf("the API server serves no kind %q", gk)}
 	}
 	if err != nil {
+		h.mapper.Reset()
 		return schema.GroupVersionResource{}, &Error{Reason: ReasonTransient, Target: target.String(), Err: err}
 	}
-	var lastErr error
+	var noScale, discoveryErr error
 	for _, mapping := range mappings {
-		if _, err := h.scaleKinds.ScaleForResource(mapping.Resource); err != nil {
-			lastErr = err
-			continue
+		_, err := h.scaleKinds.ScaleForResource(mapping.Resource)
+		switch {
+		case err == nil:
+			h.mu.Lock()
+			h.resolved[gk] = mapping.Resource
+			h.mu.Unlock()
+			return mapping.Resource, nil
+		case hasNoScale(err):
+			noScale = err
+		default:
+			discoveryErr = err
 		}
-		h.mu.Lock()
-		h.resolved[gk] = mapping.Resource
-		h.mu.Unlock()
-		return mapping.Resource, nil
+	}
+	if discoveryErr != nil || noScale == nil {
+		// A version whose discovery failed may be the one that serves /scale. (No mappings at all
+		// and no NoMatch error is not an answer either.)
+		h.mapper.Reset()
+		if discoveryErr == nil {
+			discoveryErr = fmt.Errorf("no REST mapping for kind %q", gk)
+		}
+		return schema.GroupVersionResource{}, &Error{Reason: ReasonTransient, Target: target.String(),
+			Err: fmt.Errorf("resolving kind %q: %w", gk, discoveryErr)}
 	}
 	return schema.GroupVersionResource{}, &Error{Reason: ReasonNoScaleSubresource, Target: target.String(),
-		Err: fmt.Errorf("kind %q has no /scale subresource: %v", gk, lastErr)}
+		Err: fmt.Errorf("kind %q has no /scale subresource: %w", gk, noScale)}
 }
 
 // classify turns an API error into an *Error. A 404 that is about the resource rather than
-// the object means the resource itself is gone (a CRD removed), so the cached resolution and
-// discovery are dropped.
+// the object means the resource itself is gone (a CRD version removed), so the cached
+// resolution and discovery are dropped and the error is marked for one re-resolution.
+//
+// A refusal is told apart from an RBAC denial by what the API server itself writes: admission
+// webhooks' and ValidatingAdmissionPolicies' denials carry the server's own prefix (see
+// isAdmissionDenial), whatever code they chose (400, 403, 422, ...). A 403 without it is the
+// authorizer's. Other admission plugins could refuse with a bare 403, but none of the built-in
+// ones acts on a /scale update, so such a 403 is reported as Forbidden.
 func (h *ScaleHandler) classify(target Target, gvr schema.GroupVersionResource, err error) error {
-	reason := ReasonTransient
+	reason, gone := ReasonTransient, false
 	switch {
 	case apierrors.IsNotFound(err):
 		reason = ReasonTargetNotFound
 		if resourceMissing(err) {
-			reason = ReasonKindUnknown
+			reason, gone = ReasonKindUnknown, true
 			h.forget(gvr)
 		}
-	case apierrors.IsForbidden(err):
-		reason = ReasonForbidden
 	case apierrors.IsConflict(err):
 		reason = ReasonConflict
+	case isAdmissionDenial(err):
+		reason = ReasonRejected
+	case apierrors.IsForbidden(err):
+		reason = ReasonForbidden
+	case apierrors.IsBadRequest(err), apierrors.IsInvalid(err):
+		reason = ReasonRejected
 	}
-	return &Error{Reason: reason, Target: target.String(), Err: err}
+	return &Error{Reason: reason, Target: target.String(), Err: err, resourceGone: gone}
+}
+
+// isAdmissionDenial reports whether err is a denial by an admission webhook or a
+// ValidatingAdmissionPolicy. The API server prefixes their messages itself
+// ("admission webhook %q denied the request", "ValidatingAdmissionPolicy '%s' [with binding
+// '%s'] denied request"); there is no structured field that says so.
+func isAdmissionDenial(err error) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		return false
+	}
+	s := status.Status()
+	if s.Code < http.StatusBadRequest || s.Code >= http.StatusInternalServerError {
+		return false
+	}
+	msg := s.Message
+	return (strings.Contains(msg, "admission webhook \"") && strings.Contains(msg, " denied the request")) ||
+		(strings.Contains(msg, "ValidatingAdmissionPolicy '") && strings.Contains(msg, " denied request"))
 }
 
 // resourceMissing reports whether a 404 says the resource is not served, rather than that the

@@ -3,6 +3,7 @@ package scaling
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	fakescale "k8s.io/client-go/scale/fake"
 	core "k8s.io/client-go/testing"
 	"k8s.io/klog/v2/ktesting"
@@ -68,7 +70,8 @@ type scaleKinds map[schema.GroupVersionResource]bool
 
 func (s scaleKinds) ScaleForResource(gvr schema.GroupVersionResource) (schema.GroupVersionKind, error) {
 	if !s[gvr] {
-		return schema.GroupVersionKind{}, errors.New("no scale subresource")
+		// The words of client-go's discovery resolver when discovery lists no scale subresource.
+		return schema.GroupVersionKind{}, fmt.Errorf("could not find scale subresource for %s in discovery information", gvr)
 	}
 	return autoscalingv1.SchemeGroupVersion.WithKind("Scale"), nil
 }
@@ -80,6 +83,8 @@ type fakeTarget struct {
 	resourceVersion int
 	// failWith, if set, is returned for every request.
 	failWith error
+	// patchErr, if set, is returned for every patch (an admission denial of writes only).
+	patchErr error
 }
 
 func (f *fakeTarget) scale() *autoscalingv1.Scale {
@@ -100,6 +105,9 @@ func (f *fakeTarget) install(client *fakescale.FakeScaleClient) {
 		if f.failWith != nil {
 			return true, nil, f.failWith
 		}
+		if f.patchErr != nil {
+			return true, nil, f.patchErr
+		}
 		patch := action.(core.PatchAction)
 		switch patch.GetPatchType() {
 		case types.JSONPatchType:
@@ -115,7 +123,7 @@ func (f *fakeTarget) install(client *fakescale.FakeScaleClient) {
 				return true, nil, apierrors.NewBadRequest("unexpected patch " + string(patch.GetPatch()))
 			}
 			if f.replicas != 0 {
-				return true, nil, apierrors.NewGenericServerResponse(http.StatusUnprocessableEntity, "patch", schema.GroupResource{}, "", "testing value /spec failed", 0, false)
+				return true, nil, testOpFailed()
 			}
 			n, _ := strconv.Atoi(string(ops[1].Value))
 			f.replicas = int32(n)
@@ -359,5 +367,251 @@ func TestReasonOf(t *testing.T) {
 	wrapped := errors.Join(errors.New("context"), &Error{Reason: ReasonForbidden, Err: errors.New("x")})
 	if ReasonOf(wrapped) != ReasonForbidden {
 		t.Fatal("wrapped reason lost")
+	}
+}
+
+// testOpFailed is the API server's answer when a JSON patch's test operation fails, as the
+// patch handler builds it: the patch library's message is dropped, no object is named.
+func testOpFailed() error {
+	return apierrors.NewGenericServerResponse(http.StatusUnprocessableEntity, "", schema.GroupResource{}, "", "testing value /spec failed: test failed", 0, false)
+}
+
+// policyDenial is a ValidatingAdmissionPolicy's denial as the API server builds it
+// (admission.NewForbidden with the policy's reason and code, the message repeated as a cause).
+func policyDenial(code int32, reason metav1.StatusReason) error {
+	message := "ValidatingAdmissionPolicy 'no-scale' with binding 'no-scale' denied request: frozen"
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: code, Reason: reason,
+		Message: `deployments.apps "web" is forbidden: ` + message,
+		Details: &metav1.StatusDetails{Group: "apps", Kind: "deployments", Name: "web",
+			Causes: []metav1.StatusCause{{Message: message}}},
+	}}
+}
+
+// webhookDenial is an admission webhook's denial with the code the webhook chose.
+func webhookDenial(code int32) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: code,
+		Message: `admission webhook "guard.example.com" denied the request: scaling is frozen`,
+	}}
+}
+
+// rbacDenial is the authorizer's 403, in the words of the API server's Forbidden response.
+func rbacDenial() error {
+	return apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments"}, "web",
+		errors.New(`User "system:serviceaccount:zerowake-system:zerowake-controller" cannot patch resource "deployments/scale" in API group "apps" in the namespace "shop"`))
+}
+
+// Case 2: only the test operation's failure means "not at zero"; every other refusal is
+// reported as such, with the API's message, whichever write it answered.
+func TestScaleUpRefusals(t *testing.T) {
+	invalid := apierrors.NewInvalid(schema.GroupKind{Group: "autoscaling", Kind: "Scale"}, "web",
+		field.ErrorList{field.Invalid(field.NewPath("spec", "replicas"), 5000, "must be at most 100")})
+	for _, tc := range []struct {
+		name string
+		err  error
+		want Reason
+	}{
+		{"policy denial, default 422", policyDenial(http.StatusUnprocessableEntity, metav1.StatusReasonInvalid), ReasonRejected},
+		{"policy denial with reason Forbidden", policyDenial(http.StatusForbidden, metav1.StatusReasonForbidden), ReasonRejected},
+		{"webhook denial 400", webhookDenial(http.StatusBadRequest), ReasonRejected},
+		{"webhook denial 403", webhookDenial(http.StatusForbidden), ReasonRejected},
+		{"webhook denial 422", webhookDenial(http.StatusUnprocessableEntity), ReasonRejected},
+		{"validation error", invalid, ReasonRejected},
+		{"bad request", apierrors.NewBadRequest("json: cannot unmarshal"), ReasonRejected},
+		{"rbac", rbacDenial(), ReasonForbidden},
+	} {
+		for _, replicas := range []int32{0, 1} {
+			t.Run(fmt.Sprintf("%s, from %d", tc.name, replicas), func(t *testing.T) {
+				_, ctx := ktesting.NewTestContext(t)
+				f := newHandlerFixture(replicas)
+				if replicas == 0 {
+					f.target.patchErr = tc.err
+				} else {
+					// The from-zero patch fails its test; the refusal answers the guarded write.
+					f.client.PrependReactor("patch", "deployments", func(action core.Action) (bool, runtime.Object, error) {
+						if action.(core.PatchAction).GetPatchType() == types.MergePatchType {
+							return true, nil, tc.err
+						}
+						return false, nil, nil
+					})
+				}
+				_, err := f.handler.ScaleUp(ctx, webDeployment(), 2)
+				if got := ReasonOf(err); got != tc.want {
+					t.Fatalf("reason %q, want %q (err %v)", got, tc.want, err)
+				}
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("the API error is not carried: %v", err)
+				}
+				if replicas == 0 && len(f.client.Actions()) != 1 {
+					t.Fatalf("a refused from-zero patch was read as a failed test: %v", f.client.Actions())
+				}
+			})
+		}
+	}
+}
+
+// The test operation's failure is recognised exactly as the API server sends it, and nothing
+// that merely shares its code.
+func TestIsTestFailed(t *testing.T) {
+	if !isTestFailed(testOpFailed()) {
+		t.Fatal("the test operation's failure not recognised")
+	}
+	// As decoded from the wire: empty details rather than none.
+	wire := &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: 422,
+		Reason: metav1.StatusReasonInvalid, Message: jsonPatchApplyFailed, Details: &metav1.StatusDetails{}}}
+	if !isTestFailed(wire) || !isTestFailed(fmt.Errorf("wrapped: %w", wire)) {
+		t.Fatal("the decoded test failure not recognised")
+	}
+	for _, err := range []error{
+		policyDenial(422, metav1.StatusReasonInvalid),
+		webhookDenial(422),
+		apierrors.NewInvalid(schema.GroupKind{Kind: "Scale"}, "web", nil),
+		apierrors.NewGenericServerResponse(http.StatusUnprocessableEntity, "patch", schema.GroupResource{Group: "apps", Resource: "deployments"}, "web", "", 0, false),
+		apierrors.NewBadRequest(jsonPatchApplyFailed),
+		errors.New(jsonPatchApplyFailed),
+	} {
+		if isTestFailed(err) {
+			t.Errorf("read as the test's failure: %#v", err)
+		}
+	}
+}
+
+// flakyScaleKinds fails like client-go's discovery resolver does when discovery does not
+// answer, for the resources in fail, and otherwise defers to scaleKinds.
+type flakyScaleKinds struct {
+	scaleKinds
+	fail  map[schema.GroupVersionResource]bool
+	calls int
+}
+
+func (s *flakyScaleKinds) ScaleForResource(gvr schema.GroupVersionResource) (schema.GroupVersionKind, error) {
+	s.calls++
+	if s.fail[gvr] {
+		return schema.GroupVersionKind{}, fmt.Errorf("unable to fetch discovery information for %s: %w", gvr, apierrors.NewServiceUnavailable("etcd leader changed"))
+	}
+	return s.scaleKinds.ScaleForResource(gvr)
+}
+
+var (
+	widgetsV1  = schema.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "widgets"}
+	widgetsV2  = schema.GroupVersionResource{Group: "example.com", Version: "v2", Resource: "widgets"}
+	widgetV1   = schema.GroupVersionKind{Group: "example.com", Version: "v1", Kind: "Widget"}
+	widgetV2   = schema.GroupVersionKind{Group: "example.com", Version: "v2", Kind: "Widget"}
+	webWidget  = Target{Namespace: "shop", Ref: autoscalingv1.CrossVersionObjectReference{APIVersion: "example.com/v2", Kind: "Widget", Name: "web"}}
+	removedErr = apierrors.NewGenericServerResponse(http.StatusNotFound, "patch", schema.GroupResource{Group: "example.com", Resource: "widgets"}, "web", "404 page not found", 0, true)
+)
+
+// Case 11: only discovery's definite answer that no version of a kind serves /scale is
+// NoScaleSubresource; discovery that did not answer is Transient, and is asked afresh.
+func TestResolveDiscoveryFailure(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		kinds scaleKinds
+		fail  map[schema.GroupVersionResource]bool
+		want  Reason
+	}{
+		{"discovery fails", scaleKinds{widgetsV1: true}, map[schema.GroupVersionResource]bool{widgetsV2: true, widgetsV1: true}, ReasonTransient},
+		{"one version has no scale, the other's discovery fails", scaleKinds{}, map[schema.GroupVersionResource]bool{widgetsV1: true}, ReasonTransient},
+		{"no version has scale", scaleKinds{}, nil, ReasonNoScaleSubresource},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			mapper := newMapper(widgetV2, widgetV1)
+			kinds := &flakyScaleKinds{scaleKinds: tc.kinds, fail: tc.fail}
+			h := NewScaleHandler(&fakescale.FakeScaleClient{}, mapper, kinds)
+			_, err := h.Resolve(ctx, webWidget)
+			if got := ReasonOf(err); got != tc.want {
+				t.Fatalf("reason %q, want %q (err %v)", got, tc.want, err)
+			}
+			if tc.want == ReasonTransient && mapper.resets == 0 {
+				t.Fatal("discovery not reset after it failed: the retry would read the cached failure")
+			}
+		})
+	}
+
+	// Once discovery answers again, the same handler resolves the kind.
+	_, ctx := ktesting.NewTestContext(t)
+	kinds := &flakyScaleKinds{scaleKinds: scaleKinds{widgetsV1: true}, fail: map[schema.GroupVersionResource]bool{widgetsV1: true}}
+	h := NewScaleHandler(&fakescale.FakeScaleClient{}, newMapper(widgetV2, widgetV1), kinds)
+	if _, err := h.Resolve(ctx, webWidget); ReasonOf(err) != ReasonTransient {
+		t.Fatalf("want Transient, got %v", err)
+	}
+	kinds.fail = nil
+	if gvr, err := h.Resolve(ctx, webWidget); err != nil || gvr != widgetsV1 {
+		t.Fatalf("after discovery recovered: %v %v", gvr, err)
+	}
+}
+
+// Case 11: a 404 for a cached resource (its CRD version removed) re-resolves the kind within
+// the same call, and the scale goes to the version still served.
+func TestRemovedVersionIsResolvedAgainAtOnce(t *testing.T) {
+	for _, op := range []string{"ScaleUp", "Current"} {
+		t.Run(op, func(t *testing.T) {
+			_, ctx := ktesting.NewTestContext(t)
+			mapper := newMapper(widgetV2, widgetV1)
+			client := &fakescale.FakeScaleClient{}
+			removed, getsRefused := false, 0
+			react := func(action core.Action) (bool, runtime.Object, error) {
+				if removed && action.GetResource().Version == "v2" {
+					return true, nil, removedErr
+				}
+				// A Get names no version in the fake; the first after the removal is the stale one.
+				if removed && action.GetVerb() == "get" && getsRefused == 0 {
+					getsRefused++
+					return true, nil, removedErr
+				}
+				if action.GetVerb() == "patch" {
+					return true, &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 1}}, nil
+				}
+				return true, &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 0}}, nil
+			}
+			client.AddReactor("patch", "widgets", react)
+			client.AddReactor("get", "widgets", react)
+			h := NewScaleHandler(client, mapper, scaleKinds{widgetsV1: true, widgetsV2: true})
+			call := func() (Result, error) {
+				if op == "ScaleUp" {
+					return h.ScaleUp(ctx, webWidget, 1)
+				}
+				return h.Current(ctx, webWidget)
+			}
+			if result, err := call(); err != nil || result.Resource != widgetsV2 {
+				t.Fatalf("before the removal: %+v %v", result, err)
+			}
+			removed, mapper.afterReset = true, []schema.GroupVersionKind{widgetV1}
+			result, err := call()
+			if err != nil {
+				t.Fatalf("the call after the removal failed: %v", err)
+			}
+			if result.Resource != widgetsV1 || mapper.resets == 0 {
+				t.Fatalf("result %+v after %d resets", result, mapper.resets)
+			}
+		})
+	}
+}
+
+// A kind removed altogether is still KindUnknown, after one re-resolution.
+func TestRemovedKindIsUnknown(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	mapper := newMapper(widgetV2)
+	client := &fakescale.FakeScaleClient{}
+	patches := 0
+	client.AddReactor("patch", "widgets", func(core.Action) (bool, runtime.Object, error) {
+		patches++
+		if patches > 1 {
+			return true, nil, removedErr
+		}
+		return true, &autoscalingv1.Scale{Spec: autoscalingv1.ScaleSpec{Replicas: 1}}, nil
+	})
+	h := NewScaleHandler(client, mapper, scaleKinds{widgetsV2: true})
+	if _, err := h.ScaleUp(ctx, webWidget, 1); err != nil {
+		t.Fatal(err)
+	}
+	mapper.afterReset = []schema.GroupVersionKind{deploymentKind}
+	if _, err := h.ScaleUp(ctx, webWidget, 1); ReasonOf(err) != ReasonKindUnknown {
+		t.Fatalf("want KindUnknown, got %v", err)
+	}
+	if patches != 2 {
+		t.Fatalf("%d patches, want 2: the removed kind must not be retried on a stale resolution", patches)
 	}
 }

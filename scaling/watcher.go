@@ -2,6 +2,8 @@ package scaling
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,9 +20,12 @@ import (
 type TargetState struct {
 	// Exists is false once the target has been deleted (or was never there).
 	Exists bool
+	// Generation is the target's metadata.generation.
+	Generation int64
 	// Replicas is spec.replicas.
 	Replicas int32
-	// ReadyReplicas is status.readyReplicas.
+	// ReadyReplicas is the count the readiness rule takes (see StateOf): status.readyReplicas,
+	// status.availableReplicas or status.replicas.
 	ReadyReplicas int32
 	// Current is false while the target's own controller has not yet observed its latest spec
 	// (status.observedGeneration < metadata.generation): its ready count may predate a scale.
@@ -33,18 +38,89 @@ func (s TargetState) ReadyFor(minReplicas int32) bool {
 	return s.Exists && s.Current && s.ReadyReplicas >= minReplicas && s.Replicas >= minReplicas
 }
 
-// StateOf reads a TargetState from any workload that follows the common replicas conventions
-// (spec.replicas, status.readyReplicas, status.observedGeneration).
+// publishesReadyReplicas lists kinds known to report status.readyReplicas but to omit it while it
+// is zero (Go's omitempty). For them an absent field means none ready, never "look elsewhere":
+// a Deployment with one replica starting has status.replicas 1 and no readyReplicas.
+var publishesReadyReplicas = map[schema.GroupKind]bool{
+	{Group: "apps", Kind: "Deployment"}:        true,
+	{Group: "apps", Kind: "StatefulSet"}:       true,
+	{Group: "apps", Kind: "ReplicaSet"}:        true,
+	{Group: "", Kind: "ReplicationController"}: true,
+	{Group: "argoproj.io", Kind: "Rollout"}:    true,
+}
+
+// StateOf reads a TargetState from any workload that serves /scale. The readiness rule:
+//
+//   - The ready count is status.readyReplicas for the kinds in publishesReadyReplicas (absent
+//     means 0) and for any object whose status has the field.
+//   - Otherwise status.availableReplicas, if the status has it: some kinds publish only that,
+//     which counts replicas ready for at least their minReadySeconds.
+//   - Otherwise status.replicas, the field a /scale subresource conventionally reports as its
+//     status (statusReplicasPath): a kind that publishes no readiness count says only how many
+//     replicas its controller runs, and that is the most it can tell. A kind that reports
+//     readiness under another name, or reads replicas from a path other than spec.replicas, is
+//     judged by these fields all the same.
+//   - The count is trusted only for the latest spec: if status.observedGeneration is present,
+//     as an integer or as a string holding one (Argo Rollouts write it so), it must be at least
+//     metadata.generation. An observedGeneration that is not a number (old Rollouts wrote a
+//     hash) cannot be compared and is treated as absent, as are kinds without the field.
+//
+// A kind outside publishesReadyReplicas that omits a zero readyReplicas and availableReplicas
+// looks like one that publishes neither, and is judged by status.replicas.
 func StateOf(obj *unstructured.Unstructured) TargetState {
 	replicas, _, _ := unstructured.NestedInt64(obj.Object, "spec", "replicas")
-	ready, _, _ := unstructured.NestedInt64(obj.Object, "status", "readyReplicas")
-	observed, hasObserved, _ := unstructured.NestedInt64(obj.Object, "status", "observedGeneration")
+	ready := readyCount(obj)
+	observed, hasObserved := observedGeneration(obj)
 	return TargetState{
 		Exists:        true,
+		Generation:    obj.GetGeneration(),
 		Replicas:      int32(replicas),
 		ReadyReplicas: int32(ready),
 		Current:       !hasObserved || observed >= obj.GetGeneration(),
 	}
+}
+
+// readyCount applies StateOf's rule for the ready count.
+func readyCount(obj *unstructured.Unstructured) int64 {
+	status, _, _ := unstructured.NestedMap(obj.Object, "status")
+	gk := obj.GroupVersionKind().GroupKind()
+	if n, ok := integer(status["readyReplicas"]); ok || publishesReadyReplicas[gk] {
+		return n
+	}
+	if n, ok := integer(status["availableReplicas"]); ok {
+		return n
+	}
+	n, _ := integer(status["replicas"])
+	return n
+}
+
+// observedGeneration reads status.observedGeneration, written as an integer by most kinds and
+// as a decimal string by Argo Rollouts.
+func observedGeneration(obj *unstructured.Unstructured) (int64, bool) {
+	v, found, _ := unstructured.NestedFieldNoCopy(obj.Object, "status", "observedGeneration")
+	if !found {
+		return 0, false
+	}
+	if s, ok := v.(string); ok {
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+		return n, err == nil
+	}
+	return integer(v)
+}
+
+// integer reads a JSON number as decoded into unstructured content.
+func integer(v any) (int64, bool) {
+	switch n := v.(type) {
+	case int64:
+		return n, true
+	case int32:
+		return int64(n), true
+	case int:
+		return int64(n), true
+	case float64:
+		return int64(n), n == float64(int64(n))
+	}
+	return 0, false
 }
 
 // Watcher watches individual targets while someone waits for them, so that memory and watches

@@ -125,10 +125,10 @@ func TestTargetStoreRecordsWhatTheReflectorSees(t *testing.T) {
 	_ = s.Replace([]any{deployment(3, 3, 2, 2)}, "9")
 	want := []TargetState{
 		{},
-		{Exists: true, Current: true},
-		{Exists: true, Replicas: 1, ReadyReplicas: 1, Current: true},
+		{Exists: true, Generation: 1, Current: true},
+		{Exists: true, Generation: 2, Replicas: 1, ReadyReplicas: 1, Current: true},
 		{},
-		{Exists: true, Replicas: 2, ReadyReplicas: 2, Current: true},
+		{Exists: true, Generation: 3, Replicas: 2, ReadyReplicas: 2, Current: true},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("recorded %d states, want %d: %+v", len(got), len(want), got)
@@ -137,5 +137,60 @@ func TestTargetStoreRecordsWhatTheReflectorSees(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("state %d = %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+// workload builds an object of any kind from its generation, spec.replicas and status fields.
+func workload(apiVersion, kind string, generation, replicas int64, status map[string]any) *unstructured.Unstructured {
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": apiVersion, "kind": kind,
+		"metadata": map[string]any{"name": "web", "namespace": "shop", "generation": generation},
+		"spec":     map[string]any{"replicas": replicas},
+	}}
+	if status != nil {
+		obj.Object["status"] = status
+	}
+	return obj
+}
+
+// Case 8: the readiness rule for any /scale kind (see StateOf).
+func TestReadinessRule(t *testing.T) {
+	rollout := func(generation int64, status map[string]any) *unstructured.Unstructured {
+		return workload("argoproj.io/v1alpha1", "Rollout", generation, 2, status)
+	}
+	widget := func(generation int64, status map[string]any) *unstructured.Unstructured {
+		return workload("example.com/v1", "Widget", generation, 2, status)
+	}
+	for _, tc := range []struct {
+		name  string
+		obj   *unstructured.Unstructured
+		ready bool
+	}{
+		{"rollout, string observedGeneration behind", rollout(3, map[string]any{"observedGeneration": "2", "readyReplicas": int64(2)}), false},
+		{"rollout, string observedGeneration current", rollout(3, map[string]any{"observedGeneration": "3", "readyReplicas": int64(2)}), true},
+		{"rollout, too few ready", rollout(3, map[string]any{"observedGeneration": "3", "readyReplicas": int64(1), "replicas": int64(2)}), false},
+		{"rollout, zero ready omitted", rollout(3, map[string]any{"observedGeneration": "3", "replicas": int64(2), "availableReplicas": int64(2)}), false},
+		{"observedGeneration a hash: cannot compare, treated as absent", rollout(3, map[string]any{"observedGeneration": "5b9c9f8d7", "readyReplicas": int64(2)}), true},
+		{"deployment, zero ready omitted while replicas start", workload("apps/v1", "Deployment", 2, 2, map[string]any{"observedGeneration": int64(2), "replicas": int64(2), "updatedReplicas": int64(2)}), false},
+		{"kind with readyReplicas", widget(2, map[string]any{"observedGeneration": int64(2), "readyReplicas": int64(2), "replicas": int64(2)}), true},
+		{"kind with readyReplicas short of replicas", widget(2, map[string]any{"observedGeneration": int64(2), "readyReplicas": int64(0), "replicas": int64(2)}), false},
+		{"kind with availableReplicas only", widget(2, map[string]any{"observedGeneration": int64(2), "availableReplicas": int64(2), "replicas": int64(2)}), true},
+		{"kind with availableReplicas short", widget(2, map[string]any{"observedGeneration": int64(2), "availableReplicas": int64(1), "replicas": int64(2)}), false},
+		{"kind with status.replicas only", widget(2, map[string]any{"observedGeneration": int64(2), "replicas": int64(2)}), true},
+		{"kind with status.replicas only, string observedGeneration", widget(2, map[string]any{"observedGeneration": "2", "replicas": int64(2)}), true},
+		{"kind with status.replicas only, stale", widget(2, map[string]any{"observedGeneration": int64(1), "replicas": int64(2)}), false},
+		{"kind with status.replicas only, stale string", widget(2, map[string]any{"observedGeneration": "1", "replicas": int64(2)}), false},
+		{"kind with status.replicas short", widget(2, map[string]any{"replicas": int64(1)}), false},
+		{"kind with no status", widget(2, nil), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := StateOf(tc.obj)
+			if got := s.ReadyFor(2); got != tc.ready {
+				t.Fatalf("ReadyFor(2) = %v, want %v; state %+v", got, tc.ready, s)
+			}
+			if s.Generation != tc.obj.GetGeneration() {
+				t.Fatalf("Generation %d, want %d", s.Generation, tc.obj.GetGeneration())
+			}
+		})
 	}
 }
