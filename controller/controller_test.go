@@ -458,12 +458,12 @@ func TestScaleFailures(t *testing.T) {
 		name    string
 		err     error
 		reason  string
-		requeue bool
+		requeue time.Duration // 0: only a new signal can fix it
 	}{
-		{"target not found", &scaling.Error{Reason: scaling.ReasonTargetNotFound, Err: apierrors.NewNotFound(gr, "web")}, v1alpha1.ReasonTargetNotFound, true},
-		{"kind unknown", &scaling.Error{Reason: scaling.ReasonKindUnknown, Err: errors.New("no match")}, v1alpha1.ReasonKindUnknown, true},
-		{"no scale subresource", &scaling.Error{Reason: scaling.ReasonNoScaleSubresource, Err: errors.New("no /scale")}, v1alpha1.ReasonNoScaleSubresource, false},
-		{"forbidden", &scaling.Error{Reason: scaling.ReasonForbidden, Err: apierrors.NewForbidden(gr, "web", errors.New("rbac"))}, v1alpha1.ReasonForbidden, true},
+		{"target not found", &scaling.Error{Reason: scaling.ReasonTargetNotFound, Err: apierrors.NewNotFound(gr, "web")}, v1alpha1.ReasonTargetNotFound, window},
+		{"kind unknown", &scaling.Error{Reason: scaling.ReasonKindUnknown, Err: errors.New("no match")}, v1alpha1.ReasonKindUnknown, window},
+		{"no scale subresource", &scaling.Error{Reason: scaling.ReasonNoScaleSubresource, Err: errors.New("no /scale")}, v1alpha1.ReasonNoScaleSubresource, 0},
+		{"forbidden", &scaling.Error{Reason: scaling.ReasonForbidden, Err: apierrors.NewForbidden(gr, "web", errors.New("rbac"))}, v1alpha1.ReasonForbidden, time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
@@ -477,10 +477,11 @@ func TestScaleFailures(t *testing.T) {
 			}
 			expectCondition(t, status, v1alpha1.ConditionScaled, metav1.ConditionFalse, tc.reason)
 			f.expectEvents("Warning " + tc.reason)
-			if tc.requeue {
-				// Someone else may fix it (create the target, install the CRD, grant RBAC):
-				// looked at again soon, then less often, at least once per window.
-				f.expectRequeueAfter(time.Second)
+			if tc.requeue > 0 {
+				// Someone else may fix it: a target created or a CRD installed is looked at
+				// once per window (and at once on the inventory's event); RBAC, which nothing
+				// announces, soon and then less often.
+				f.expectRequeueAfter(tc.requeue)
 			} else if waitForQueue(f.ctrl, 20*time.Millisecond) {
 				t.Fatal("requeued a failure only a spec change can fix")
 			}

@@ -135,8 +135,9 @@ type reconciliation struct {
 	scaledAfter  time.Duration
 	readyAfter   time.Duration
 	requeueAfter time.Duration
-	// recheckWithBackoff is set for failures that someone else may fix (a target created, RBAC
-	// granted, a policy changed): re-checked after 1s, 2s, 4s… capped at one rescale window.
+	// recheckWithBackoff is set for failures nothing watched announces the end of (RBAC granted,
+	// a policy changed, an authorizer warmed up): re-checked after 1s, 2s, 4s… capped at one
+	// rescale window.
 	recheckWithBackoff bool
 	// done is set when the request no longer needs its target watched.
 	done bool
@@ -260,7 +261,7 @@ func (r *reconciliation) ownerPermits(ctx context.Context, target scaling.Target
 		r.failScaled(v1alpha1.ReasonNotOptedIn, fmt.Sprintf(
 			"%s has not opted in to being woken by ScaleRequests; its owner can allow it with: kubectl label %s %s -n %s %s=true",
 			ref, resource.GroupResource().String(), target.Ref.Name, target.Namespace, v1alpha1.LabelWake))
-		r.recheckWithBackoff = true
+		r.requeueAfter = r.c.config.RescaleDuration // the mark's inventory event comes first
 		return false, nil
 	}
 	if raw, ok := entry.Annotations[v1alpha1.AnnotationMaxReplicas]; ok {
@@ -270,13 +271,13 @@ func (r *reconciliation) ownerPermits(ctx context.Context, target scaling.Target
 			r.failScaled(v1alpha1.ReasonAboveOwnerCap, fmt.Sprintf(
 				"%s has annotation %s=%q, which is not a positive integer; its owner must fix it before it can be woken",
 				ref, v1alpha1.AnnotationMaxReplicas, raw))
-			r.recheckWithBackoff = true
+			r.requeueAfter = r.c.config.RescaleDuration
 			return false, nil
 		case int64(minReplicas) > capReplicas:
 			r.failScaled(v1alpha1.ReasonAboveOwnerCap, fmt.Sprintf(
 				"minReplicas %d is above the %d its owner allows a wake to ask for (annotation %s on %s)",
 				minReplicas, capReplicas, v1alpha1.AnnotationMaxReplicas, ref))
-			r.recheckWithBackoff = true
+			r.requeueAfter = r.c.config.RescaleDuration
 			return false, nil
 		}
 	}
@@ -457,11 +458,19 @@ func (r *reconciliation) scaleFailed(ctx context.Context, target scaling.Target,
 		return err
 	}
 	r.failScaled(string(reason), message)
-	if reason == scaling.ReasonNoScaleSubresource {
+	switch reason {
+	case scaling.ReasonNoScaleSubresource:
 		r.done = true
-		return nil
+	case scaling.ReasonForbidden, scaling.ReasonRejected:
+		// Nothing the controller watches tells when RBAC or a policy changes, and a
+		// just-restarted API server answers 403 until its authorizer is warm: look again soon.
+		r.recheckWithBackoff = true
+	default:
+		// A target created, or marked, shows up in the inventory, whose event queues the
+		// request at once; the window's re-check is the fallback, and keeps a burst of bad
+		// requests from hammering the API server.
+		r.requeueAfter = r.c.config.RescaleDuration
 	}
-	r.recheckWithBackoff = true
 	return nil
 }
 
@@ -486,7 +495,7 @@ func (r *reconciliation) followReadiness(minReplicas int32, state scaling.Target
 		if !state.Exists {
 			r.failScaled(v1alpha1.ReasonTargetNotFound, fmt.Sprintf("%s was deleted while this request was active", ref))
 			r.done = true
-			r.recheckWithBackoff = true
+			r.requeueAfter = r.c.config.RescaleDuration
 			return
 		}
 		status.Replicas, status.ReadyReplicas = state.Replicas, state.ReadyReplicas
