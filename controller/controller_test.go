@@ -383,6 +383,9 @@ func TestAlreadyScaledWritesNothingToTarget(t *testing.T) {
 	}
 	status := f.lastStatus()
 	expectCondition(t, status, v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonAlreadyScaled)
+	if n := len(f.scaler.calls); n != 1 {
+		t.Fatalf("asked /scale %d times for one signal", n)
+	}
 	if status.LastScaleTime != nil || status.Replicas != 3 || status.Phase != v1alpha1.PhaseReady || status.ColdStartDuration != nil {
 		t.Fatalf("status: %+v", status)
 	}

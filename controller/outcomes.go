@@ -10,8 +10,9 @@ import (
 	"github.com/zerowake/zerowake/scaling"
 )
 
-// scaleOutcome is a scale write this controller made for one signal (a request's uid and
-// generation) whose status write has not succeeded yet.
+// scaleOutcome is what a scale attempt for one signal (a request's uid and generation) found or
+// wrote, whose status write has not succeeded yet. A zero writtenAt means nothing was written
+// (the target was already up).
 type scaleOutcome struct {
 	uid        types.UID
 	generation int64

@@ -345,6 +345,7 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 			return r.scaleFailed(ctx, target, err)
 		}
 		if current.Replicas >= minReplicas {
+			r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: current})
 			return r.scaled(ctx, target, minReplicas, false, current, time.Time{}, false)
 		}
 	}
@@ -383,8 +384,10 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 		// The window runs from the write's answer, not from the start of the sync: time spent
 		// before the write (a slow API server, a busy node) must not shorten the gap to the next.
 		writtenAt = r.c.clock.Now()
-		r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt})
 	}
+	// Kept until a status write carries it, also when nothing was written: a pass that waits
+	// for the target watch's first answer before writing status must not ask /scale again.
+	r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt})
 	return r.scaled(ctx, target, minReplicas, fight, result, writtenAt, result.Scaled)
 }
 
