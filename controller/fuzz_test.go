@@ -45,7 +45,7 @@ func admitted(sr *v1alpha1.ScaleRequest) bool {
 
 func validPhase(p v1alpha1.ScaleRequestPhase) bool {
 	switch p {
-	case v1alpha1.PhasePending, v1alpha1.PhaseScaling, v1alpha1.PhaseReady, v1alpha1.PhaseFailed:
+	case v1alpha1.PhasePending, v1alpha1.PhaseScaling, v1alpha1.PhaseReady, v1alpha1.PhaseIdle, v1alpha1.PhaseFailed:
 		return true
 	}
 	return false
@@ -87,8 +87,15 @@ func checkStatus(t *testing.T, sr *v1alpha1.ScaleRequest) {
 		if ready == nil || ready.Status != metav1.ConditionTrue || scaled.Status != metav1.ConditionTrue {
 			t.Fatalf("Ready phase without Scaled and Ready true: %+v", status)
 		}
-		if status.ReadyTime == nil || status.ColdStartDuration == nil || status.ColdStartDuration.Duration < 0 {
-			t.Fatalf("Ready without a ready time and cold start: %+v", status)
+		if status.ReadyTime == nil || (status.ColdStartDuration != nil && status.ColdStartDuration.Duration < 0) {
+			t.Fatalf("Ready without a ready time, or with a negative cold start: %+v", status)
+		}
+		// A cold start is recorded exactly when this controller scaled the target up.
+		switch scaledUp := scaled.Reason != v1alpha1.ReasonAlreadyScaled; {
+		case scaledUp && status.ColdStartDuration == nil:
+			t.Fatalf("Ready after a scale (%s) without a cold start: %+v", scaled.Reason, status)
+		case !scaledUp && status.ColdStartDuration != nil:
+			t.Fatalf("a cold start recorded for a target that was already up: %+v", status)
 		}
 	case v1alpha1.PhaseFailed:
 		if !(scaled.Status == metav1.ConditionFalse && isFailure(scaled.Reason)) && !(ready != nil && ready.Reason == v1alpha1.ReasonReadyTimeout) {
@@ -124,13 +131,14 @@ var (
 		v1alpha1.ReasonScaledFromZero, v1alpha1.ReasonScaledUp, v1alpha1.ReasonAlreadyScaled, v1alpha1.ReasonRescaleWindow,
 		v1alpha1.ReasonScaleFight, v1alpha1.ReasonTargetReady, v1alpha1.ReasonWaitingForReplicas, v1alpha1.ReasonReadyTimeout,
 		v1alpha1.ReasonTargetNotFound, v1alpha1.ReasonKindUnknown, v1alpha1.ReasonNoScaleSubresource, v1alpha1.ReasonKindNotAllowed,
-		v1alpha1.ReasonForbidden, "Custom_reason:1",
+		v1alpha1.ReasonForbidden, v1alpha1.ReasonRejected, v1alpha1.ReasonNotOptedIn, v1alpha1.ReasonAboveOwnerCap,
+		v1alpha1.ReasonTargetScaledDown, "Custom_reason:1",
 	}
-	fuzzPhases   = []v1alpha1.ScaleRequestPhase{v1alpha1.PhasePending, v1alpha1.PhaseScaling, v1alpha1.PhaseReady, v1alpha1.PhaseFailed}
+	fuzzPhases   = []v1alpha1.ScaleRequestPhase{v1alpha1.PhasePending, v1alpha1.PhaseScaling, v1alpha1.PhaseReady, v1alpha1.PhaseIdle, v1alpha1.PhaseFailed}
 	fuzzStatuses = []metav1.ConditionStatus{metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionUnknown}
 	fuzzFailures = []scaling.Reason{
 		scaling.ReasonInvalidTarget, scaling.ReasonKindUnknown, scaling.ReasonNoScaleSubresource, scaling.ReasonTargetNotFound,
-		scaling.ReasonForbidden, scaling.ReasonConflict, scaling.ReasonTransient,
+		scaling.ReasonForbidden, scaling.ReasonRejected, scaling.ReasonConflict, scaling.ReasonTransient,
 	}
 )
 
