@@ -7,6 +7,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,15 +25,23 @@ import (
 func TestOldSignalIsServed(t *testing.T) {
 	t.Parallel()
 	ns := newNamespace(t)
-	createDeployment(t, ns, "web", 0)
-	sr := newScaleRequest(ns, "web", "apps/v1", "Deployment", 1)
-	sr.Spec.RequestedAt = &metav1.MicroTime{Time: time.Now().Add(-time.Hour)}
-	createScaleRequest(t, sr)
-	got := waitForScaleRequest(t, ns, "web", "Ready or Failed", func(sr *v1alpha1.ScaleRequest) bool {
-		return inPhase(v1alpha1.PhaseReady)(sr) || inPhase(v1alpha1.PhaseFailed)(sr)
-	})
-	if got.Status.Phase != v1alpha1.PhaseReady {
-		t.Fatalf("a signal an hour old (ready timeout 15s) was not served: %s", framework.DescribeStatus(got))
+	// One target at zero (scaled now), one already up (nothing written, so no lastScaleTime to
+	// count from): neither may time out before its watch has even listed it.
+	createDeployment(t, ns, "idle", 0)
+	createDeployment(t, ns, "up", 1)
+	waitForDeployment(t, ns, "up", "ready", func(d *appsv1.Deployment) bool { return d.Status.ReadyReplicas == 1 })
+	for _, name := range []string{"idle", "up"} {
+		sr := newScaleRequest(ns, name, "apps/v1", "Deployment", 1)
+		sr.Spec.RequestedAt = &metav1.MicroTime{Time: time.Now().Add(-time.Hour)}
+		createScaleRequest(t, sr)
+	}
+	for _, name := range []string{"idle", "up"} {
+		got := waitForScaleRequest(t, ns, name, "Ready or Failed", func(sr *v1alpha1.ScaleRequest) bool {
+			return inPhase(v1alpha1.PhaseReady)(sr) || inPhase(v1alpha1.PhaseFailed)(sr)
+		})
+		if got.Status.Phase != v1alpha1.PhaseReady {
+			t.Fatalf("%s: a signal an hour old (ready timeout 15s) was not served: %s", name, framework.DescribeStatus(got))
+		}
 	}
 }
 
@@ -167,16 +176,29 @@ func TestMissingLeaseNamespaceExitsWithAdvice(t *testing.T) {
 	t.Parallel()
 	// A person's own credentials, as when run from a laptop (the ServiceAccount could not even
 	// ask for a Lease outside its namespace).
-	_, err := framework.StartController(testContext(t), framework.ControllerOptions{
+	c, err := framework.StartController(testContext(t), framework.ControllerOptions{
 		Name: "no-lease-namespace", Binary: controllerBinary, Config: cluster.RESTConfig(), Dir: cluster.Dir(),
 		Args: []string{"--leader-election-namespace=no-such-namespace"},
 	})
-	if err == nil {
-		t.Fatal("the controller started without a Lease namespace")
+	output := ""
+	if err != nil {
+		output = err.Error() // it exited before reporting ready
+	} else {
+		// The first attempt to create the Lease comes as soon as the cache has synced.
+		select {
+		case <-c.Done():
+		case <-time.After(waitTimeout):
+			c.Kill()
+			t.Fatalf("the controller kept running without a Lease namespace:\n%s", c.Tail(20))
+		}
+		if code := c.ExitCode(); code == 0 {
+			t.Fatalf("exit code 0 without a Lease namespace")
+		}
+		output = c.Tail(20)
 	}
 	for _, want := range []string{`namespace \"no-such-namespace\" does not exist`, "--leader-election-namespace", "--leader-elect=false"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Fatalf("the exit does not say %q:\n%v", want, err)
+		if !strings.Contains(output, want) {
+			t.Fatalf("the exit does not say %q:\n%s", want, output)
 		}
 	}
 }

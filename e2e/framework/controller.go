@@ -196,6 +196,9 @@ func (p *Controller) Done() <-chan struct{} { return p.done }
 // Pid is the process id.
 func (p *Controller) Pid() int { return p.cmd.Process.Pid }
 
+// ExitCode is the process's exit code once Done is closed (-1 if it was killed by a signal).
+func (p *Controller) ExitCode() int { return p.cmd.ProcessState.ExitCode() }
+
 // WriteKubeconfig writes config (server, CA, token or client certificate) as a kubeconfig.
 func WriteKubeconfig(path string, config *rest.Config) error {
 	cfg := clientcmdapi.NewConfig()
