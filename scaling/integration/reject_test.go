@@ -73,6 +73,21 @@ var (
 	mergePatch = request{http.MethodPatch, string(types.MergePatchType)}
 )
 
+// scaleUp calls ScaleUp again while it reports a Conflict, as callers do: the Deployment
+// controller writes a new Deployment's status for a while, and each write moves the
+// resourceVersion that guards ScaleUp's write. The recorder then holds the last call's requests.
+func scaleUp(t *testing.T, handler *scaling.ScaleHandler, rec *recorder, target scaling.Target, min int32) (scaling.Result, error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		rec.take()
+		result, err := handler.ScaleUp(testContext(t), target, min)
+		if scaling.ReasonOf(err) != scaling.ReasonConflict || attempt == 10 {
+			return result, err
+		}
+		t.Logf("%s: attempt %d: %v", target, attempt, err)
+	}
+}
+
 func expectRequests(t *testing.T, rec *recorder, want ...request) {
 	t.Helper()
 	got := rec.take()
@@ -115,7 +130,7 @@ func TestTestOperationFailureOnTheWire(t *testing.T) {
 	}
 	rec.take()
 
-	result, err := handler.ScaleUp(ctx, target(ns, "up"), 3)
+	result, err := scaleUp(t, handler, rec, target(ns, "up"), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +173,7 @@ func TestRefusalsAreRejected(t *testing.T) {
 		{"forbidden", 1, http.StatusForbidden, []request{jsonPatch}},
 	} {
 		before := replicasOf(t, ns, tc.name)
-		_, err := handler.ScaleUp(ctx, target(ns, tc.name), tc.min)
+		_, err := scaleUp(t, handler, rec, target(ns, tc.name), tc.min)
 		if reason := scaling.ReasonOf(err); reason != scaling.ReasonRejected {
 			t.Fatalf("%s: reason %q, want Rejected (err %v)", tc.name, reason, err)
 		}
@@ -176,7 +191,7 @@ func TestRefusalsAreRejected(t *testing.T) {
 		}
 	}
 
-	result, err := handler.ScaleUp(ctx, target(ns, "free"), 3)
+	result, err := scaleUp(t, handler, rec, target(ns, "free"), 3)
 	if err != nil || !result.Scaled || result.PreviousReplicas != 1 || result.Replicas != 3 {
 		t.Fatalf("unmarked deployment: %+v %v", result, err)
 	}
