@@ -281,16 +281,20 @@ func TestFightEndsAfterTheReadyTimeout(t *testing.T) {
 	t.Fatalf("the fight went on for %s with %d re-scales", f.clock.Now().Sub(t0), rescales)
 }
 
-// gatedScaler's ScaleUp waits until released, as a slow API server would.
+// gatedScaler's first ScaleUp waits until released, as a slow API server would; later ones
+// answer at once, so that a second write is counted rather than blocked.
 type gatedScaler struct {
 	*fakeScaler
 	entered chan struct{}
 	release chan struct{}
+	first   sync.Once
 }
 
 func (s *gatedScaler) ScaleUp(ctx context.Context, target scaling.Target, minReplicas int32) (scaling.Result, error) {
-	s.entered <- struct{}{}
-	<-s.release
+	s.first.Do(func() {
+		s.entered <- struct{}{}
+		<-s.release
+	})
 	return s.fakeScaler.ScaleUp(ctx, target, minReplicas)
 }
 
@@ -451,5 +455,22 @@ func TestAllowedKindsRefusesAVersion(t *testing.T) {
 	}
 	if _, err := ParseAllowedKinds("Deployment.v1.apps"); err == nil || !strings.Contains(err.Error(), "Deployment.apps") {
 		t.Fatalf("the message does not show the expected form: %v", err)
+	}
+}
+
+// A request that fails while it holds a target watch (its target deleted and so gone from the
+// inventory, its mark removed) lets the watch go.
+func TestFailureReleasesTheTargetWatch(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, scaledRequest(t0))
+	f.ctrl.config.RequireOptIn = true
+	f.ctrl.hold(cache.ObjectName{Namespace: "shop", Name: "web"}, webID)
+	f.watcher.watched[webID] = true
+	f.scaler.err = &scaling.Error{Reason: scaling.ReasonTargetNotFound, Err: errors.New("not found")}
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionFalse, v1alpha1.ReasonTargetNotFound)
+	if f.ctrl.Active() != 0 || f.watcher.watched[webID] {
+		t.Fatalf("a failed request kept its target watch: active=%d", f.ctrl.Active())
 	}
 }

@@ -70,7 +70,10 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	// Status now carries the outcome of any scale write, so it is reported from here on.
 	c.outcomes.forget(key)
 	r.report()
-	if r.done {
+	if r.done || sr.Status.Phase == v1alpha1.PhaseFailed {
+		// A failed request waits for a re-check or a new signal, not for its target's events:
+		// its watch would only cost memory (and a refusal found before any watch-based check,
+		// such as the target or its mark gone, must not leave one behind).
 		c.release(key)
 	}
 	switch {

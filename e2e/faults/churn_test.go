@@ -184,7 +184,8 @@ func TestChurn(t *testing.T) {
 			t.Helper()
 			obj := &unstructured.Unstructured{Object: map[string]any{
 				"apiVersion": "example.com/" + version, "kind": "Widget",
-				"metadata": map[string]any{"name": name}, "spec": map[string]any{"replicas": int64(0)},
+				"metadata": map[string]any{"name": name, "labels": map[string]any{v1alpha1.LabelWake: "true"}},
+				"spec":     map[string]any{"replicas": int64(0)},
 			}}
 			if _, err := w().Create(ctx, obj, metav1.CreateOptions{}); err != nil {
 				t.Fatalf("creating widget %s: %v", name, err)
