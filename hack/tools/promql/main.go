@@ -31,6 +31,9 @@ type Result struct {
 type Selector struct {
 	Metric string   `json:"metric"`
 	Labels []string `json:"labels,omitempty"`
+	// Equal holds the values of the selector's equality matchers, which must exist for the
+	// selector to match anything.
+	Equal map[string]string `json:"equal,omitempty"`
 }
 
 func main() {
@@ -72,6 +75,12 @@ func inspect(expr string) Result {
 					continue
 				}
 				s.Labels = append(s.Labels, m.Name)
+				if m.Type == labels.MatchEqual {
+					if s.Equal == nil {
+						s.Equal = map[string]string{}
+					}
+					s.Equal[m.Name] = m.Value
+				}
 			}
 			sort.Strings(s.Labels)
 			r.Selectors = append(r.Selectors, s)
