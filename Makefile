@@ -42,6 +42,7 @@ tools: ## Build (or reuse) etcd, kwok, the Kubernetes binaries and helm.
 .PHONY: test
 test: tools ## Run unit and integration tests (each integration package starts its own local control plane).
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /e2e/faults)
+	cd hack/tools/image && go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-faults
 test-faults: tools ## Fault tests: controller crash, apiserver restart, failover, fights, churn, least privilege (~5 min).
