@@ -131,6 +131,10 @@ func parseFlags(args []string) (*options, error) {
 	if o.out, err = filepath.Abs(*out); err != nil {
 		return nil, err
 	}
+	// The output directory is replaced; refuse one that holds the sources.
+	if rel, err := filepath.Rel(o.out, o.root); err == nil && !strings.HasPrefix(rel, "..") {
+		return nil, fmt.Errorf("-out %s contains the repository; choose a directory below it, e.g. _output/image", o.out)
+	}
 	for _, s := range strings.Split(*platforms, ",") {
 		osName, arch, ok := strings.Cut(strings.TrimSpace(s), "/")
 		if !ok || osName != "linux" {
