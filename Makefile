@@ -8,21 +8,41 @@ SHELL := /usr/bin/env bash
 export ZEROWAKE_CACHE ?= $(HOME)/.cache/zerowake
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
+# What the binaries and the image report with --version. Computed once, so a slow build does
+# not stamp two values.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+endif
+GO_LDFLAGS := -X github.com/zerowake/zerowake/internal/version.version=$(VERSION)
+# Build outputs other than bin/: the image, release bundles.
+OUTPUT ?= _output
+# A registry repository (e.g. ghcr.io/you/zerowake-controller) that make image and make release push to.
+IMAGE_PUSH ?=
+
 .PHONY: help
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## Build the controller and the kubectl plugin into bin/.
-	go build -o bin/ ./cmd/...
+	go build -ldflags "$(GO_LDFLAGS)" -o bin/ ./cmd/...
+
+.PHONY: image
+image: ## Build the controller image (linux/amd64+arm64, OCI layout, SBOMs) into $(OUTPUT)/image and print its digest; IMAGE_PUSH=repo pushes it.
+	cd hack/tools/image && go run . -root "$(CURDIR)" -version "$(VERSION)" -out "$(CURDIR)/$(OUTPUT)/image" $(if $(IMAGE_PUSH),-push "$(IMAGE_PUSH)")
+
+.PHONY: release
+release: ## Write a release bundle for VERSION=vX.Y.Z into $(OUTPUT)/release/VERSION (see README).
+	VERSION="$(VERSION)" RELEASE_DIR="$(CURDIR)/$(OUTPUT)/release/$(VERSION)" IMAGE_PUSH="$(IMAGE_PUSH)" hack/release.sh bundle
 
 .PHONY: tools
-tools: ## Build (or reuse) etcd, kwok and the Kubernetes binaries.
-	hack/tools.sh all
+tools: ## Build (or reuse) etcd, kwok, the Kubernetes binaries and helm.
+	hack/tools.sh all helm
 
 .PHONY: test
 test: tools ## Run unit and integration tests (each integration package starts its own local control plane).
 	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /e2e/faults)
+	cd hack/tools/image && go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-faults
 test-faults: tools ## Fault tests: controller crash, apiserver restart, failover, fights, churn, least privilege (~5 min).

@@ -2,7 +2,7 @@
 # Builds the binaries that the local control plane and code generation need, from the Go module
 # proxy only, and caches them outside the repository, keyed by version, so later runs reuse them.
 #
-#   hack/tools.sh [all|kubernetes|etcd|kwok|codegen|lint]...   build what is missing
+#   hack/tools.sh [all|kubernetes|etcd|kwok|codegen|lint|helm]...   build what is missing
 #   hack/tools.sh path NAME                                    print where NAME is (or will be)
 #
 # The cache lives in $ZEROWAKE_CACHE (default: ~/.cache/zerowake). Versions come from the small
@@ -20,6 +20,7 @@ module_version() {
 kube_version=$(module_version "$root/hack/tools/kubernetes" k8s.io/kubernetes)
 etcd_version=$(module_version "$root/hack/tools/etcd" go.etcd.io/etcd/server/v3)
 kwok_version=$(module_version "$root/hack/tools/kwok" sigs.k8s.io/kwok)
+helm_version=$(module_version "$root/hack/tools/helm" helm.sh/helm/v3)
 controller_gen_version=v0.23.0
 staticcheck_version=v0.8.2
 
@@ -28,6 +29,7 @@ dir_for() {
 	kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "$cache/kubernetes-$kube_version" ;;
 	etcd) echo "$cache/etcd-$etcd_version" ;;
 	kwok) echo "$cache/kwok-$kwok_version" ;;
+	helm) echo "$cache/helm-$helm_version" ;;
 	controller-gen) echo "$cache/controller-gen-$controller_gen_version" ;;
 	staticcheck) echo "$cache/staticcheck-$staticcheck_version" ;;
 	*) echo "unknown tool $1" >&2; return 1 ;;
@@ -80,6 +82,12 @@ build_kwok() {
 	fi
 }
 
+build_helm() {
+	# helm version reports what it was built from only through these variables.
+	local pkg=helm.sh/helm/v3/internal/version
+	build_into helm "$root/hack/tools/helm" helm.sh/helm/v3/cmd/helm "-X $pkg.version=$helm_version -X $pkg.gitTreeState=clean"
+}
+
 build_codegen() {
 	local dir; dir=$(dir_for controller-gen)
 	if [ ! -x "$dir/controller-gen" ]; then
@@ -111,6 +119,7 @@ for what in "$@"; do
 	kwok) build_kwok ;;
 	codegen) build_codegen ;;
 	lint) build_lint ;;
-	*) echo "usage: $0 [all|kubernetes|etcd|kwok|codegen|lint]... | path NAME" >&2; exit 2 ;;
+	helm) build_helm ;;
+	*) echo "usage: $0 [all|kubernetes|etcd|kwok|codegen|lint|helm]... | path NAME" >&2; exit 2 ;;
 	esac
 done

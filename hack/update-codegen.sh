@@ -24,3 +24,6 @@ kube::codegen::gen_client \
 
 "$("$root/hack/tools.sh" path controller-gen)" \
 	crd paths="./apis/..." output:crd:artifacts:config=crds
+
+# Helm installs CRDs only from the chart's own crds/ directory; it ships the same file.
+cp crds/zerowake.dev_scalerequests.yaml deploy/chart/zerowake/crds/

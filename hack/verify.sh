@@ -23,4 +23,17 @@ if [ -n "$untracked" ]; then
 	echo "generation produced files not in git:" $untracked >&2
 	status=1
 fi
+
+# deploy/ and the chart name one image version, and a tagged commit names its own tag, so the
+# manifests and the image a release builds cannot drift apart.
+if ! hack/release.sh check-version "$(awk '$1 == "newTag:" {print $2}' deploy/base/kustomization.yaml)"; then
+	status=1
+fi
+if tag=$(git describe --tags --exact-match 2>/dev/null) && ! hack/release.sh check-version "$tag"; then
+	status=1
+fi
+if ! git diff --exit-code -- deploy/chart; then
+	echo "the chart's CRD differs from crds/: run 'make generate', then commit" >&2
+	status=1
+fi
 exit $status

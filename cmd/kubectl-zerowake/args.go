@@ -22,6 +22,7 @@ const usageText = `Signal demand for an idle workload through a zerowake ScaleRe
 Usage:
   kubectl zerowake wake KIND/NAME [flags]
   kubectl zerowake wake KIND NAME [flags]
+  kubectl zerowake version           (or --version)
 
 KIND is an alias (deployment, deploy, statefulset, sts, replicaset, rs, rollout, with plurals and
 .group forms) or a CamelCase kind with --api-version for anything else that has a /scale subresource.

@@ -21,6 +21,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/zerowake/zerowake/generated/clientset/versioned"
+	"github.com/zerowake/zerowake/internal/version"
 	"github.com/zerowake/zerowake/wake"
 )
 
@@ -137,6 +138,10 @@ func resultName(code int, waited bool) string {
 
 // run is the whole command; it returns the exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, connectTo connectFunc) int {
+	if len(args) == 1 && (args[0] == "--version" || args[0] == "version") {
+		fmt.Fprintln(stdout, "kubectl-zerowake", version.Get())
+		return exitReady
+	}
 	cfg, err := parseArgs(args)
 	if errors.Is(err, errHelp) {
 		fmt.Fprint(stdout, usageText)

@@ -48,6 +48,7 @@ import (
 	zerowakescheme "github.com/zerowake/zerowake/generated/clientset/versioned/scheme"
 	"github.com/zerowake/zerowake/generated/informers/externalversions"
 	informers "github.com/zerowake/zerowake/generated/informers/externalversions/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/internal/version"
 	"github.com/zerowake/zerowake/scaling"
 )
 
@@ -73,6 +74,8 @@ type options struct {
 	logFormat   string
 	opsAddress  string
 	enablePprof bool
+
+	printVersion bool
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -97,6 +100,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or console.")
 	fs.StringVar(&o.opsAddress, "ops-address", "", "Address (e.g. :8080) serving /metrics, /healthz and /readyz; empty disables it.")
 	fs.BoolVar(&o.enablePprof, "enable-pprof", false, "Also serve Go profiles under /debug/pprof/ on --ops-address.")
+	fs.BoolVar(&o.printVersion, "version", false, "Print the version and exit.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -133,11 +137,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "zerowake-controller:", err)
 		os.Exit(2)
 	}
+	if opts.printVersion {
+		fmt.Println("zerowake-controller", version.Get())
+		os.Exit(0)
+	}
 	logger, flush, err := newLogger(opts.logLevel, opts.logFormat)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "zerowake-controller:", err)
 		os.Exit(2)
 	}
+	logger.Info("Starting zerowake-controller", "version", version.Get())
 
 	// The first SIGTERM or SIGINT drains in-flight work and releases the lease; a second one
 	// exits at once.
@@ -167,7 +176,7 @@ func run(ctx context.Context, opts *options) error {
 	}
 
 	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), leading)
 
 	config, err := restConfig(opts.kubeconfig)
 	if err != nil {
@@ -285,6 +294,7 @@ func run(ctx context.Context, opts *options) error {
 	}
 
 	if !opts.leaderElect {
+		leading.Set(1)
 		return ctrl.Run(ctx, opts.workers)
 	}
 	// The Lease gets a client of its own, as kube-controller-manager's does: renewals must not
@@ -350,6 +360,7 @@ func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, 
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(leadingCtx context.Context) {
 				logger.Info("Became leader", "identity", identity)
+				leading.Set(1)
 				// Work stops on a signal, and drains; or when the lease is lost, and does not, even
 				// in the middle of a drain: a successor may be writing already.
 				workCtx, cancel := context.WithCancel(ctx)
@@ -365,6 +376,7 @@ func runAsLeader(ctx context.Context, opts *options, kube kubernetes.Interface, 
 				endElection()
 			},
 			OnStoppedLeading: func() {
+				leading.Set(0)
 				if !electionEnded.Load() {
 					lostLease = true
 				}

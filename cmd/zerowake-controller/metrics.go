@@ -9,6 +9,13 @@ import (
 	"k8s.io/client-go/util/workqueue"
 )
 
+// leading is 1 while this replica holds the leader election Lease (or runs without leader
+// election) and 0 otherwise, so that "no replica leads" can be alerted on.
+var leading = prometheus.NewGauge(prometheus.GaugeOpts{
+	Namespace: "zerowake", Name: "leader",
+	Help: "1 while this replica is the leader (holds the Lease, or runs with --leader-elect=false), else 0.",
+})
+
 // queueMetrics exports client-go workqueue metrics under the names client-go's own provider
 // uses (workqueue_depth, workqueue_adds_total, ...), labelled by queue name only.
 type queueMetrics struct {

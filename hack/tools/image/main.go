@@ -1,0 +1,180 @@
+// Command image builds the zerowake-controller container image without a container engine: a
+// from-scratch image per platform holding the static controller binary, a passwd entry for
+// its non-root user and nothing else (no shell, no package manager). It writes an OCI image
+// index as an OCI layout, prints its digest, writes an SPDX SBOM per platform from the Go
+// build information of the binary, and can push the index to a registry.
+//
+// Builds are reproducible: file times, image times and history come from SOURCE_DATE_EPOCH
+// (the commit time), tar entries are written in a fixed order with fixed owners, and the Go
+// build is path-independent (-trimpath) and pinned to the baseline instruction sets, so two
+// builds of one commit with one Go toolchain give the same digest.
+//
+// No CA bundle goes into the image: the controller's only TLS peer is the Kubernetes API
+// server, verified against the ServiceAccount's ca.crt (or a kubeconfig's CA), never against
+// system roots, and a bundle taken from the build machine would tie the digest to that machine.
+//
+//	go run . -root ../../.. -version v0.1.0 -out ../../../_output/image [-push ghcr.io/zerowake/zerowake-controller]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Fixed facts of the image that the tests and manifests rely on.
+const (
+	binaryName = "zerowake-controller"
+	userID     = 65532
+	userName   = "nonroot"
+)
+
+type options struct {
+	root      string
+	version   string
+	out       string
+	platforms []platform
+	epoch     time.Time
+	push      string
+	source    string
+}
+
+type platform struct{ os, arch, variant string }
+
+func (p platform) String() string { return p.os + "/" + p.arch }
+
+func main() {
+	if err := run(context.Background(), os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "image:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	opts, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	if err := os.RemoveAll(opts.out); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(opts.out, 0o755); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "zerowake-image-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	var builds []platformBuild
+	for _, p := range opts.platforms {
+		binary := filepath.Join(work, p.os+"-"+p.arch, binaryName)
+		if err := buildBinary(ctx, opts, p, binary); err != nil {
+			return err
+		}
+		builds = append(builds, platformBuild{platform: p, binary: binary})
+	}
+	index, err := assemble(opts, builds)
+	if err != nil {
+		return err
+	}
+	digest, err := writeLayout(opts, index)
+	if err != nil {
+		return err
+	}
+	for _, b := range builds {
+		if err := writeSBOM(opts, b); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(opts.out, "digest"), []byte(digest+"\n"), 0o644); err != nil {
+		return err
+	}
+	fmt.Println(digest)
+	if opts.push != "" {
+		pushed, err := push(ctx, opts, index)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "pushed", pushed)
+	}
+	return nil
+}
+
+func parseFlags(args []string) (*options, error) {
+	fs := flag.NewFlagSet("image", flag.ContinueOnError)
+	root := fs.String("root", "", "Root of the zerowake repository (the module whose ./cmd/zerowake-controller is built).")
+	version := fs.String("version", "", "Version stamped into the binary and the image annotations (git describe).")
+	out := fs.String("out", "", "Output directory; replaced. Receives oci/ (an OCI layout), digest and the SBOMs.")
+	platforms := fs.String("platforms", "linux/amd64,linux/arm64", "Comma-separated os/arch list.")
+	epoch := fs.String("source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "Seconds since the epoch for every time in the image (default $SOURCE_DATE_EPOCH, else the last commit's time).")
+	pushTo := fs.String("push", "", "Registry repository (optionally :tag) to push the index to; the tag defaults to the version.")
+	source := fs.String("source", "https://github.com/zerowake/zerowake", "Source repository URL for the image annotations.")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if *root == "" || *version == "" || *out == "" {
+		return nil, fmt.Errorf("-root, -version and -out are required")
+	}
+	o := &options{version: *version, push: *pushTo, source: *source}
+	var err error
+	if o.root, err = filepath.Abs(*root); err != nil {
+		return nil, err
+	}
+	if o.out, err = filepath.Abs(*out); err != nil {
+		return nil, err
+	}
+	// The output directory is replaced; refuse one that holds the sources.
+	if rel, err := filepath.Rel(o.out, o.root); err == nil && !strings.HasPrefix(rel, "..") {
+		return nil, fmt.Errorf("-out %s contains the repository; choose a directory below it, e.g. _output/image", o.out)
+	}
+	for _, s := range strings.Split(*platforms, ",") {
+		osName, arch, ok := strings.Cut(strings.TrimSpace(s), "/")
+		if !ok || osName != "linux" {
+			return nil, fmt.Errorf("platform %q: want linux/ARCH", s)
+		}
+		p := platform{os: osName, arch: arch}
+		if arch == "arm64" {
+			p.variant = "v8"
+		}
+		o.platforms = append(o.platforms, p)
+	}
+	seconds := strings.TrimSpace(*epoch)
+	if seconds == "" {
+		out, err := exec.Command("git", "-C", o.root, "log", "-1", "--format=%ct").Output()
+		if err != nil {
+			return nil, fmt.Errorf("no -source-date-epoch and no commit time from git: %w", err)
+		}
+		seconds = strings.TrimSpace(string(out))
+	}
+	n, err := strconv.ParseInt(seconds, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("source date epoch %q: %w", seconds, err)
+	}
+	o.epoch = time.Unix(n, 0).UTC()
+	return o, nil
+}
+
+// buildBinary cross-compiles the controller for p: static (no cgo), path-independent, with the
+// version stamped, and with the microarchitecture levels fixed so the builder's environment
+// cannot change the bytes.
+func buildBinary(ctx context.Context, opts *options, p platform, binary string) error {
+	ldflags := "-s -w -buildid= -X github.com/zerowake/zerowake/internal/version.version=" + opts.version
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags,
+		"-o", binary, "./cmd/zerowake-controller")
+	cmd.Dir = opts.root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.os, "GOARCH="+p.arch,
+		"GOAMD64=v1", "GOARM64=v8.0", "GOFLAGS=-mod=readonly")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("building %s for %s: %w", binaryName, p, err)
+	}
+	return nil
+}
