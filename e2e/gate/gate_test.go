@@ -1,0 +1,344 @@
+package gate
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/zerowake/zerowake/e2e/framework"
+	"github.com/zerowake/zerowake/hack/localcluster"
+)
+
+// createIdle creates Deployment name in ns at zero replicas. optedIn labels it as its owner
+// allows waking (zerowake.dev/wake=true); neverReady gives it pods no node can take.
+func createIdle(t *testing.T, ns, name string, optedIn, neverReady bool) {
+	t.Helper()
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](0),
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+			},
+		},
+	}
+	if optedIn {
+		d.Labels = map[string]string{"zerowake.dev/wake": "true"}
+	}
+	if neverReady {
+		d.Spec.Template.Spec.NodeSelector = map[string]string{"zerowake.test/no-such-node": "true"}
+	}
+	if _, err := kube.AppsV1().Deployments(ns).Create(context.Background(), d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startCaddy runs Caddy with one site whose every request first asks the gate, through
+// forward_auth, about route (the gate's query string), and then goes to the backend. It returns
+// the site's URL.
+func startCaddy(t *testing.T, route string) string {
+	t.Helper()
+	port, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	site := "127.0.0.1:" + strconv.Itoa(port)
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+}
+http://%s {
+	forward_auth %s {
+		uri /auth?%s
+		copy_headers X-Zerowake-Outcome
+	}
+	reverse_proxy %s
+}
+`, site, gateAddress, route, strings.TrimPrefix(backend.URL, "http://"))
+	config := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(config, []byte(caddyfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "caddy.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddy, "run", "--config", config, "--adapter", "caddyfile")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); logFile.Close(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", site)
+		if err == nil {
+			conn.Close()
+			return "http://" + site
+		}
+		select {
+		case <-done:
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("caddy exited:\n%s", log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logPath)
+			t.Fatalf("caddy not listening on %s:\n%s", site, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   string
+	took   time.Duration
+}
+
+func get(t *testing.T, url string) reply {
+	t.Helper()
+	r, err := fetch(context.Background(), http.DefaultClient, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func fetch(ctx context.Context, c *http.Client, url string) (reply, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return reply{}, err
+	}
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return reply{status: resp.StatusCode, header: resp.Header, body: string(body), took: time.Since(start)}, err
+}
+
+// gateRequests returns the gate's API requests so far, all of them or those of one verb.
+func gateRequests(t *testing.T, verb string) float64 {
+	t.Helper()
+	labels := []string{}
+	if verb != "" {
+		labels = append(labels, "verb", verb)
+	}
+	n, err := gateProc.Metric("zerowake_gate_api_requests_total", labels...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// scaleRequestWrites returns the gate's ScaleRequest creates and patches so far.
+func scaleRequestWrites(t *testing.T) float64 {
+	return gateRequests(t, "POST") + gateRequests(t, "PATCH")
+}
+
+func deploymentReady(t *testing.T, ns, name string) (replicas, ready int32) {
+	t.Helper()
+	d, err := kube.AppsV1().Deployments(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *d.Spec.Replicas, d.Status.ReadyReplicas
+}
+
+// TestHeldRequestReachesTheBackend: a request through Caddy for a Deployment at zero is held by
+// the gate while the Deployment is scaled and becomes ready, then goes through to the backend.
+func TestHeldRequestReachesTheBackend(t *testing.T) {
+	ns := localcluster.NewNamespace(t, cluster)
+	createIdle(t, ns, "web", true, false)
+	site := startCaddy(t, "target="+ns+"/deployment/web&timeout=60s")
+	hits := backendHits.Load()
+
+	r := get(t, site+"/hello")
+	if r.status != http.StatusOK || r.body != "backend: GET /hello\n" {
+		t.Fatalf("got %d %q %v\ngate log:\n%s", r.status, r.body, r.header, gateProc.Tail(10))
+	}
+	if n := backendHits.Load() - hits; n != 1 {
+		t.Errorf("the backend saw %d requests, want 1", n)
+	}
+	if replicas, ready := deploymentReady(t, ns, "web"); replicas != 1 || ready != 1 {
+		t.Errorf("Deployment at %d replicas, %d ready; want 1 and 1", replicas, ready)
+	}
+	sr, err := client.ZerowakeV1alpha1().ScaleRequests(ns).Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("held and answered by the backend in %s; ScaleRequest: %s", r.took.Round(time.Millisecond), framework.DescribeStatus(sr))
+}
+
+// TestAwakeTargetCostsNoAPICall: once the target is up, requests pass with no API request by
+// the gate at all, as its own request counter shows.
+func TestAwakeTargetCostsNoAPICall(t *testing.T) {
+	ns := localcluster.NewNamespace(t, cluster)
+	createIdle(t, ns, "web", true, false)
+	site := startCaddy(t, "target="+ns+"/deployment/web")
+	if r := get(t, site+"/"); r.status != http.StatusOK {
+		t.Fatalf("waking: %d %q", r.status, r.body)
+	}
+	before := gateRequests(t, "")
+	awakeBefore, _ := gateProc.Metric("zerowake_gate_answers_total", "outcome", "awake")
+	const n = 200
+	for i := range n {
+		if r := get(t, site+"/"+strconv.Itoa(i)); r.status != http.StatusOK {
+			t.Fatalf("request %d: %d %q %v", i, r.status, r.body, r.header)
+		}
+	}
+	if extra := gateRequests(t, "") - before; extra != 0 {
+		t.Errorf("%d requests for an awake target made %v API requests, want 0", n, extra)
+	}
+	awakeAfter, _ := gateProc.Metric("zerowake_gate_answers_total", "outcome", "awake")
+	if got := awakeAfter - awakeBefore; got != n {
+		t.Errorf("awake answers counted %v, want %d", got, n)
+	}
+}
+
+// TestNeverReadyTargetGets503: a target whose pods never become ready is answered 503 with
+// Retry-After once the route's timeout passes, and nothing reaches the backend.
+func TestNeverReadyTargetGets503(t *testing.T) {
+	ns := localcluster.NewNamespace(t, cluster)
+	createIdle(t, ns, "stuck", true, true)
+	const timeout = 3 * time.Second
+	site := startCaddy(t, "target="+ns+"/deployment/stuck&timeout="+timeout.String())
+	hits := backendHits.Load()
+
+	r := get(t, site+"/")
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") != "3" {
+		t.Fatalf("got %d %v %q, want 503 with Retry-After: 3", r.status, r.header, r.body)
+	}
+	if !strings.Contains(r.body, "not ready within 3s") {
+		t.Errorf("body %q", r.body)
+	}
+	// The gate starts timing when it receives the call, after Caddy's own dial.
+	if r.took < timeout || r.took > timeout+5*time.Second {
+		t.Errorf("answered after %s, want the route's %s timeout", r.took, timeout)
+	}
+	if backendHits.Load() != hits {
+		t.Error("a request reached the backend of a target that is not ready")
+	}
+	if replicas, _ := deploymentReady(t, ns, "stuck"); replicas != 1 {
+		t.Errorf("the target was not scaled (%d replicas)", replicas)
+	}
+}
+
+// TestUnoptedTargetIsRefused: a Deployment its owner has not labelled zerowake.dev/wake=true is
+// refused with 403 and a message saying how to opt in, at once and without being scaled.
+func TestUnoptedTargetIsRefused(t *testing.T) {
+	ns := localcluster.NewNamespace(t, cluster)
+	createIdle(t, ns, "private", false, false)
+	site := startCaddy(t, "target="+ns+"/deployment/private&timeout=30s")
+	hits := backendHits.Load()
+
+	r := get(t, site+"/")
+	if r.status == http.StatusOK {
+		t.Skip("the running controller scaled a Deployment without the zerowake.dev/wake label: it does not enforce the owner's opt-in (ScaleRequest reason NotOptedIn), so there is no refusal to test")
+	}
+	if r.status != http.StatusForbidden || r.header.Get("X-Zerowake-Reason") != "NotOptedIn" {
+		t.Fatalf("got %d %v %q, want 403 NotOptedIn", r.status, r.header, r.body)
+	}
+	if !strings.Contains(r.body, "has not opted in") || !strings.Contains(r.body, "zerowake.dev/wake=true") {
+		t.Errorf("the refusal does not say how to opt in: %q", r.body)
+	}
+	if r.took > 10*time.Second {
+		t.Errorf("refused after %s: a refusal must not be held to the timeout", r.took)
+	}
+	if backendHits.Load() != hits {
+		t.Error("a refused request reached the backend")
+	}
+	if replicas, _ := deploymentReady(t, ns, "private"); replicas != 0 {
+		t.Errorf("the un-opted target was scaled to %d", replicas)
+	}
+}
+
+// TestThousandConcurrentRequests: 1,000 requests at once for one idle target cost the gate one
+// ScaleRequest write, and every one of them is answered by the backend.
+func TestThousandConcurrentRequests(t *testing.T) {
+	ns := localcluster.NewNamespace(t, cluster)
+	createIdle(t, ns, "herd", true, false)
+	site := startCaddy(t, "target="+ns+"/deployment/herd&timeout=90s")
+	writesBefore := scaleRequestWrites(t)
+	hits := backendHits.Load()
+
+	const n = 1000
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		statuses = map[int]int{}
+		errs     []error
+		slowest  time.Duration
+	)
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-start
+			r, err := fetch(ctx, c, site+"/")
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			statuses[r.status]++
+			slowest = max(slowest, r.took)
+		})
+	}
+	close(start)
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatalf("%d requests failed, e.g. %v", len(errs), errs[0])
+	}
+	if statuses[http.StatusOK] != n {
+		t.Fatalf("answers by status: %v, want %d × 200", statuses, n)
+	}
+	if got := backendHits.Load() - hits; got != n {
+		t.Errorf("the backend answered %d, want %d", got, n)
+	}
+	if writes := scaleRequestWrites(t) - writesBefore; writes != 1 {
+		t.Errorf("the gate made %v ScaleRequest writes, want 1", writes)
+	}
+	t.Logf("%d concurrent requests: all 200 from the backend, slowest %s, 1 ScaleRequest write", n, slowest.Round(time.Millisecond))
+}
