@@ -273,3 +273,51 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// The real wake client over a fake clientset: 1,000 calls held at once for an idle target cost
+// one ScaleRequest write, and all pass once the controller (played here) reports it Ready.
+func TestHerdCostsOneWrite(t *testing.T) {
+	cs := fake.NewSimpleClientset()
+	client := wake.New(cs, wake.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Stop()
+	before := len(cs.Actions())
+	g := New(client, Config{}, nil, logr.Discard())
+
+	const n = 1000
+	answers := make(chan Answer, n)
+	for range n {
+		go func() { answers <- g.Check(ctx, route(20*time.Second, web), "GET", "") }()
+	}
+	waitFor(t, "every call to be held", func() bool { return g.Held(web) == n })
+	var writes []string
+	for _, a := range cs.Actions()[before:] {
+		if a.GetVerb() != "list" && a.GetVerb() != "watch" && a.GetVerb() != "get" {
+			writes = append(writes, a.GetVerb()+" "+a.GetResource().Resource)
+		}
+	}
+	if len(writes) != 1 || writes[0] != "create scalerequests" {
+		t.Fatalf("%d held calls made writes %v, want one create", n, writes)
+	}
+
+	sr, err := cs.ZerowakeV1alpha1().ScaleRequests("shop").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr.Generation = 1
+	sr.Status = v1alpha1.ScaleRequestStatus{ObservedGeneration: 1, Phase: v1alpha1.PhaseReady, Replicas: 1, ReadyReplicas: 1,
+		Conditions: []metav1.Condition{{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonTargetReady,
+			ObservedGeneration: 1, LastTransitionTime: metav1.Now()}}}
+	if _, err := cs.ZerowakeV1alpha1().ScaleRequests("shop").UpdateStatus(ctx, sr, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if a := <-answers; a.Outcome != OutcomeWoken {
+			t.Fatalf("answer %+v, want woken", a)
+		}
+	}
+}
