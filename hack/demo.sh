@@ -81,7 +81,7 @@ http://127.0.0.1:8090 {
 	reverse_proxy 127.0.0.1:8091
 }
 http://127.0.0.1:8091 {
-	respond "hello from api\n"
+	respond "hello from api"
 }
 CADDY
 XDG_DATA_HOME=$dir XDG_CONFIG_HOME=$dir "$("$root/hack/tools.sh" path caddy)" run --config "$dir/Caddyfile" \
@@ -90,7 +90,7 @@ pids+=($!)
 until curl -sS -o /dev/null http://127.0.0.1:8091/ 2>/dev/null; do sleep 0.1; done
 k get deployment api -n demo
 say "curl http://127.0.0.1:8090/ (held by the gate while api wakes)"
-curl -sS -w 'HTTP %{http_code} after %{time_total}s\n' http://127.0.0.1:8090/
+curl -sS -w '\nHTTP %{http_code} after %{time_total}s\n' http://127.0.0.1:8090/
 k get deployment api -n demo
 k get scalerequest api -n demo
 
