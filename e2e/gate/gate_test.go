@@ -4,15 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -75,53 +70,12 @@ http://%s {
 	reverse_proxy %s
 }
 `, site, gateAddress, route, strings.TrimPrefix(backend.URL, "http://"))
-	config := filepath.Join(dir, "Caddyfile")
-	if err := os.WriteFile(config, []byte(caddyfile), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "caddy.log")
-	logFile, err := os.Create(logPath)
+	c, err := framework.StartCaddy(context.Background(), caddy, dir, caddyfile, site)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(caddy, "run", "--config", config, "--adapter", "caddyfile")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logFile.Close(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		conn, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp", site)
-		if err == nil {
-			conn.Close()
-			return "http://" + site
-		}
-		select {
-		case <-done:
-			log, _ := os.ReadFile(logPath)
-			t.Fatalf("caddy exited:\n%s", log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(logPath)
-			t.Fatalf("caddy not listening on %s:\n%s", site, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	t.Cleanup(c.Stop)
+	return "http://" + site
 }
 
 type reply struct {

@@ -10,10 +10,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,11 +70,9 @@ func setup(c *localcluster.Cluster) error {
 	if _, err := c.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(root, "deploy", "gate")); err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack", "tools.sh"), "path", "caddy").Output()
-	if err != nil {
-		return fmt.Errorf("hack/tools.sh path caddy: %w", err)
+	if caddy, err = framework.CaddyPath(ctx); err != nil {
+		return err
 	}
-	caddy = strings.TrimSpace(string(out))
 
 	ctrlBinary, err := framework.BuildController(ctx, c.Dir())
 	if err != nil {
