@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
+	"github.com/zerowake/zerowake/e2e/framework"
 	"github.com/zerowake/zerowake/gate"
 	"github.com/zerowake/zerowake/wake"
 )
@@ -27,8 +32,13 @@ type Gate struct {
 	AwakeN           int         `json:"awake_n"`
 	AwakeInProcessUs Percentiles `json:"awake_in_process_us"`
 	AwakeHTTPUs      Percentiles `json:"awake_http_us"`
-	// AwakeAPIRequests are the wake client's API requests during the awake answers.
+	// AwakeAPIRequests are the wake client's API requests during all the awake answers
+	// (in-process, over HTTP and through Caddy).
 	AwakeAPIRequests int `json:"awake_api_requests"`
+	// ProxiedUs is a request through Caddy whose route asks the gate (forward_auth) about the
+	// awake target, to a loopback backend; ProxyOnlyUs the same through Caddy with no gate.
+	ProxiedUs   Percentiles `json:"proxied_us"`
+	ProxyOnlyUs Percentiles `json:"proxy_only_us"`
 	// HeldMs is from the call sent to the answer received for an idle target; OverheadMs is
 	// from the target's Deployment being seen ready (by this process's watch) to the answer:
 	// what the controller's status write, the gate's informer and the answer add.
@@ -140,8 +150,11 @@ func (b *bench) gateScenario(ctx context.Context) error {
 			return fmt.Errorf("awake answer over HTTP: %d %v", code, err)
 		}
 	}
-	r.AwakeAPIRequests = int(requests.Load() - before)
 	r.AwakeInProcessUs, r.AwakeHTTPUs = micros(inProcess), micros(overHTTP)
+	if r.ProxiedUs, r.ProxyOnlyUs, err = b.throughCaddy(ctx, listener.Addr().String(), ns, awakeN/4); err != nil {
+		return err
+	}
+	r.AwakeAPIRequests = int(requests.Load() - before)
 
 	// Held: one idle target at a time, from the call to the answer; the overhead starts when
 	// the Deployment is seen ready.
@@ -210,9 +223,78 @@ func (b *bench) gateScenario(ctx context.Context) error {
 	r.HeldKiB = round2(float64(m1-m0) / float64(herdN) / 1024)
 
 	b.results.Gate = &r
-	logf("gate: awake in-process %v µs, over HTTP %v µs (%d API requests); held %v ms, overhead %v ms; herd of %d: %d ScaleRequest writes, %d passed in %.0f ms; %.1f KiB per held call",
-		r.AwakeInProcessUs, r.AwakeHTTPUs, r.AwakeAPIRequests, r.HeldMs, r.OverheadMs, herdN, r.HerdCRWrites, r.HerdPassed, r.HerdReadyMs, r.HeldKiB)
+	logf("gate: awake in-process %v µs, over HTTP %v µs, through Caddy %v µs (Caddy alone %v µs) (%d API requests); held %v ms, overhead %v ms; herd of %d: %d ScaleRequest writes, %d passed in %.0f ms; %.1f KiB per held call",
+		r.AwakeInProcessUs, r.AwakeHTTPUs, r.ProxiedUs, r.ProxyOnlyUs, r.AwakeAPIRequests, r.HeldMs, r.OverheadMs, herdN, r.HerdCRWrites, r.HerdPassed, r.HerdReadyMs, r.HeldKiB)
 	return nil
+}
+
+// throughCaddy times n requests through Caddy with a forward_auth call to the gate for the
+// awake target, and n through Caddy alone, both to a loopback backend.
+func (b *bench) throughCaddy(ctx context.Context, gateAddress, ns string, n int) (proxied, alone Percentiles, err error) {
+	binary, err := framework.CaddyPath(ctx)
+	if err != nil {
+		return proxied, alone, err
+	}
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	defer backend.Close()
+	ports := make([]string, 2)
+	for i := range ports {
+		p, err := framework.FreePort()
+		if err != nil {
+			return proxied, alone, err
+		}
+		ports[i] = "127.0.0.1:" + strconv.Itoa(p)
+	}
+	upstream := strings.TrimPrefix(backend.URL, "http://")
+	caddyfile := fmt.Sprintf(`{
+	admin off
+	auto_https off
+	persist_config off
+}
+http://%s {
+	forward_auth %s {
+		uri /auth?target=%s/deployment/awake
+	}
+	reverse_proxy %s
+}
+http://%s {
+	reverse_proxy %s
+}
+`, ports[0], gateAddress, ns, upstream, ports[1], upstream)
+	dir, err := os.MkdirTemp(b.cluster.Dir(), "caddy-")
+	if err != nil {
+		return proxied, alone, err
+	}
+	c, err := framework.StartCaddy(ctx, binary, dir, caddyfile, ports[0])
+	if err != nil {
+		return proxied, alone, err
+	}
+	defer c.Stop()
+	httpc := &http.Client{}
+	for i, site := range ports {
+		times := make(samples, 0, n)
+		for j := range n + 100 {
+			t0 := time.Now()
+			resp, err := httpc.Get("http://" + site + "/")
+			if err != nil {
+				return proxied, alone, err
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return proxied, alone, fmt.Errorf("through caddy (%s): %d", site, resp.StatusCode)
+			}
+			if j >= 100 { // the first requests warm up connections
+				times = append(times, time.Since(t0))
+			}
+		}
+		if i == 0 {
+			proxied = micros(times)
+		} else {
+			alone = micros(times)
+		}
+	}
+	return proxied, alone, nil
 }
 
 // createOptedIn creates idle Deployments labelled as their owner allows waking them;
@@ -259,6 +341,8 @@ func gateRows(r *Results, add func(metric, value, target string, met *bool)) {
 	us := func(p Percentiles) string { return fmt.Sprintf("%.0f / %.0f / %.0f", p.P50, p.P90, p.P99) }
 	add(fmt.Sprintf("gate.awake_in_process_µs p50/p90/p99 (n=%d)", g.AwakeN), us(g.AwakeInProcessUs), "p99 < 1000", check(g.AwakeInProcessUs.P99 < 1000))
 	add("gate.awake_http_µs (loopback round trip)", us(g.AwakeHTTPUs), "", nil)
+	add("gate.proxied_µs (Caddy + forward_auth to the gate)", us(g.ProxiedUs), "", nil)
+	add("gate.proxy_only_µs (Caddy alone, same backend)", us(g.ProxyOnlyUs), "", nil)
 	add("gate.awake_api_requests", fmt.Sprint(g.AwakeAPIRequests), "0", check(g.AwakeAPIRequests == 0))
 	add(fmt.Sprintf("gate.held_ms (idle target, n=%d)", g.HeldN), ms(g.HeldMs), "", nil)
 	add("gate.overhead_ms (Deployment ready → answer)", ms(g.OverheadMs), "", nil)
