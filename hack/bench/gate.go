@@ -321,10 +321,13 @@ func heapAndStacks() uint64 {
 	return m.HeapInuse + m.StackInuse
 }
 
-// micros gives percentiles in microseconds.
+// micros gives percentiles in microseconds (percentiles rounds milliseconds to 10 µs).
 func micros(s samples) Percentiles {
-	p := s.percentiles()
-	return Percentiles{P50: round2(p.P50 * 1000), P90: round2(p.P90 * 1000), P99: round2(p.P99 * 1000)}
+	us := make(samples, len(s))
+	for i, d := range s {
+		us[i] = d * 1000 // so that ms() reads microseconds
+	}
+	return us.percentiles()
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
