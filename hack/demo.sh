@@ -32,8 +32,9 @@ k create deployment web -n demo --image=registry.example/web:1 --replicas=0
 k rollout status deployment/web -n demo --timeout=30s >/dev/null
 
 say "A resolver signals demand: it creates ScaleRequest web"
-# Follow every change of the request's phase while it wakes.
-k get scalerequest -n demo --watch -o custom-columns='PHASE:.status.phase,REPLICAS:.status.replicas,READY:.status.readyReplicas,SCALED:.status.conditions[?(@.type=="Scaled")].reason,COLD-START:.status.coldStartDuration' &
+# Follow every change of the request's phase while it wakes (kubectl itself in the background,
+# not the k function's subshell, so that killing $watcher ends it).
+"$kubectl" --kubeconfig "$KUBECONFIG" get scalerequest -n demo --watch -o custom-columns='PHASE:.status.phase,REPLICAS:.status.replicas,READY:.status.readyReplicas,SCALED:.status.conditions[?(@.type=="Scaled")].reason,COLD-START:.status.coldStartDuration' &
 watcher=$!
 cat <<YAML | k apply -f -
 apiVersion: zerowake.dev/v1alpha1
