@@ -26,6 +26,7 @@ const (
 	DefaultMaxTimeout        = 5 * time.Minute
 	DefaultRetryAfter        = 5 * time.Second
 	DefaultMaxHeldPerTarget  = 10000
+	DefaultMaxHeld           = 10000
 	DefaultMaxTargetsInRoute = 8
 )
 
@@ -39,9 +40,12 @@ type Config struct {
 	RetryAfter time.Duration
 	// Page is the default for routes that do not say whether browsers get the page.
 	Page bool
-	// MaxHeldPerTarget caps the requests held at once for one target; the next get 503. It
-	// bounds the gate's memory under a flood; negative means no cap.
+	// MaxHeldPerTarget caps the requests held at once for one target; the next get 503, so
+	// that one flooded target cannot take every slot. Negative means no cap.
 	MaxHeldPerTarget int
+	// MaxHeld caps the requests held at once for all targets together: it bounds the gate's
+	// memory under a flood. Negative means no cap.
+	MaxHeld int
 	// MaxTargetsInRoute caps the targets one route may name.
 	MaxTargetsInRoute int
 }
@@ -58,6 +62,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHeldPerTarget == 0 {
 		c.MaxHeldPerTarget = DefaultMaxHeldPerTarget
+	}
+	if c.MaxHeld == 0 {
+		c.MaxHeld = DefaultMaxHeld
 	}
 	if c.MaxTargetsInRoute <= 0 {
 		c.MaxTargetsInRoute = DefaultMaxTargetsInRoute
@@ -76,6 +83,8 @@ type Gate struct {
 	// held counts the requests held per target; a target is removed when none are held, so
 	// the map is as large as the set of targets being woken right now.
 	held map[targetKey]int
+	// heldTotal counts the requests held, each once however many targets it waits for.
+	heldTotal int
 }
 
 type targetKey struct{ namespace, kind, name string }
@@ -112,7 +121,7 @@ func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (
 
 	if !g.acquire(route.Targets) {
 		return Answer{Outcome: OutcomeOverflow, Reason: "TooManyHeld", RetryAfter: g.cfg.RetryAfter,
-			Message: "too many requests are already waiting for " + describeAll(route.Targets) + "; retry shortly"}, -1
+			Message: "too many requests are already waiting (for " + describeAll(route.Targets) + " or in all); retry shortly"}, -1
 	}
 	defer g.release(route.Targets)
 	g.metrics.holding(1)
@@ -185,10 +194,13 @@ func (g *Gate) page(ctx context.Context, route *Route, statuses []wake.Status) A
 		Message: describeAll(route.Targets) + " is starting", Targets: describeAll(route.Targets)}
 }
 
-// acquire takes a held slot on every target, or none when one of them is full.
+// acquire takes a held slot on every target, or none when the gate or one of them is full.
 func (g *Gate) acquire(targets []wake.Target) bool {
 	g.heldMu.Lock()
 	defer g.heldMu.Unlock()
+	if overCap(g.heldTotal, g.cfg.MaxHeld) {
+		return false
+	}
 	for _, t := range targets {
 		if overCap(g.held[keyOf(t)], g.cfg.MaxHeldPerTarget) {
 			return false
@@ -197,12 +209,14 @@ func (g *Gate) acquire(targets []wake.Target) bool {
 	for _, t := range targets {
 		g.held[keyOf(t)]++
 	}
+	g.heldTotal++
 	return true
 }
 
 func (g *Gate) release(targets []wake.Target) {
 	g.heldMu.Lock()
 	defer g.heldMu.Unlock()
+	g.heldTotal--
 	for _, t := range targets {
 		k := keyOf(t)
 		if g.held[k] <= 1 {

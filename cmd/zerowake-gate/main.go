@@ -59,6 +59,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.gate.RetryAfter, "retry-after", gate.DefaultRetryAfter, "Retry-After sent with 503 answers; also the starting-up page's refresh interval.")
 	fs.BoolVar(&o.gate.Page, "page", false, "Answer browsers' page loads with a self-refreshing starting-up page unless the route says page=false.")
 	fs.IntVar(&o.gate.MaxHeldPerTarget, "max-held-per-target", gate.DefaultMaxHeldPerTarget, "Calls held at once for one target; more get 503 at once. Negative: no cap.")
+	fs.IntVar(&o.gate.MaxHeld, "max-held", gate.DefaultMaxHeld, "Calls held at once for all targets together (about 10 KiB each, plus the HTTP connection's buffers); more get 503 at once. Negative: no cap.")
 	fs.IntVar(&o.gate.MaxTargetsInRoute, "max-targets-in-route", gate.DefaultMaxTargetsInRoute, "Targets one route may name.")
 	fs.DurationVar(&o.grace, "shutdown-grace", 20*time.Second, "On SIGTERM, how long held calls may still become ready before they are answered 503.")
 	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Steady requests per second to the API server (only ScaleRequest writes and the informer's watch).")
@@ -77,8 +78,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("--window must be positive, got %s", o.window)
 	case o.gate.Timeout <= 0 || o.gate.MaxTimeout <= 0 || o.gate.RetryAfter <= 0:
 		return nil, errors.New("--timeout, --max-timeout and --retry-after must be positive")
-	case o.gate.MaxHeldPerTarget == 0:
-		return nil, errors.New("--max-held-per-target must not be 0 (negative means no cap)")
+	case o.gate.MaxHeldPerTarget == 0 || o.gate.MaxHeld == 0:
+		return nil, errors.New("--max-held-per-target and --max-held must not be 0 (negative means no cap)")
 	case o.qps <= 0 || o.burst < 1:
 		return nil, errors.New("--kube-api-qps and --kube-api-burst must be positive")
 	}
