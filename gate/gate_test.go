@@ -346,3 +346,34 @@ func TestHerdCostsOneWrite(t *testing.T) {
 		}
 	}
 }
+
+// The real wake client over a fake clientset: a ScaleRequest the controller failed with
+// NotOptedIn (the owner's opt-in contract) is refused at once, with no write.
+func TestNotOptedInIsRefusedWithTheWakeClient(t *testing.T) {
+	now := metav1.NewMicroTime(time.Now())
+	sr := &v1alpha1.ScaleRequest{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web", Generation: 1},
+		Spec:       v1alpha1.ScaleRequestSpec{ScaleTargetRef: web.Ref(), MinReplicas: 1, RequestedAt: &now},
+		Status: v1alpha1.ScaleRequestStatus{ObservedGeneration: 1, Phase: v1alpha1.PhaseFailed,
+			Conditions: []metav1.Condition{{Type: v1alpha1.ConditionScaled, Status: metav1.ConditionFalse, Reason: ReasonNotOptedIn,
+				Message: "Deployment/web is not labelled zerowake.dev/wake=true", ObservedGeneration: 1, LastTransitionTime: metav1.Now()}}},
+	}
+	cs := fake.NewSimpleClientset(sr)
+	client := wake.New(cs, wake.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := client.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer client.Stop()
+	g := New(client, Config{}, nil, logr.Discard())
+	a := g.Check(ctx, route(5*time.Second, web), "GET", "")
+	if a.Outcome != OutcomeRefused || a.Status() != 403 || a.Reason != ReasonNotOptedIn {
+		t.Fatalf("answer %+v, want 403 NotOptedIn", a)
+	}
+	for _, act := range cs.Actions() {
+		if v := act.GetVerb(); v != "list" && v != "watch" {
+			t.Errorf("a refusal made an API request: %v", act)
+		}
+	}
+}
