@@ -296,3 +296,53 @@ func TestThousandConcurrentRequests(t *testing.T) {
 	}
 	t.Logf("%d concurrent requests: all 200 from the backend, slowest %s, 1 ScaleRequest write", n, slowest.Round(time.Millisecond))
 }
+
+// TestBrowserGetsThePage: on a route with page=true, a browser's page load for an idle target is
+// answered at once, through Caddy, with the self-refreshing page, while the target is woken; an
+// API call on the same route is held instead.
+func TestBrowserGetsThePage(t *testing.T) {
+	ns := localcluster.NewNamespace(t, cluster)
+	createIdle(t, ns, "slow", true, true)
+	site := startCaddy(t, "target="+ns+"/deployment/slow&timeout=2s&page=true")
+
+	req, err := http.NewRequest(http.MethodGet, site+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+		resp.Header.Get("Retry-After") != "3" || !strings.Contains(string(body), `<meta http-equiv="refresh" content="3">`) {
+		t.Fatalf("got %d %v %q, want the starting-up page", resp.StatusCode, resp.Header, body)
+	}
+	if took > time.Second {
+		t.Errorf("the page took %s: it must not be held", took)
+	}
+	waitScaled(t, ns, "slow")
+
+	if r := get(t, site+"/api"); r.status != http.StatusServiceUnavailable || r.took < 2*time.Second {
+		t.Errorf("an API call got %d after %s, want it held to the 2s timeout, then 503", r.status, r.took)
+	}
+}
+
+// waitScaled waits until the Deployment's replicas have been raised from zero.
+func waitScaled(t *testing.T, ns, name string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if replicas, _ := deploymentReady(t, ns, name); replicas > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Deployment %s/%s was never scaled", ns, name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
