@@ -50,6 +50,11 @@ func createIdle(t *testing.T, ns, name string, optedIn, neverReady bool) {
 // forward_auth, about route (the gate's query string), and then goes to the backend. It returns
 // the site's URL.
 func startCaddy(t *testing.T, route string) string {
+	return startCaddyWith(t, route, gateAddress)
+}
+
+// startCaddyWith is startCaddy with forward_auth spread over the gate replicas at gates.
+func startCaddyWith(t *testing.T, route string, gates ...string) string {
 	t.Helper()
 	port, err := framework.FreePort()
 	if err != nil {
@@ -66,10 +71,12 @@ http://%s {
 	forward_auth %s {
 		uri /auth?%s
 		copy_headers X-Zerowake-Outcome
+		lb_policy round_robin
+		lb_try_duration 5s
 	}
 	reverse_proxy %s
 }
-`, site, gateAddress, route, strings.TrimPrefix(backend.URL, "http://"))
+`, site, strings.Join(gates, " "), route, strings.TrimPrefix(backend.URL, "http://"))
 	c, err := framework.StartCaddy(context.Background(), caddy, dir, caddyfile, site)
 	if err != nil {
 		t.Fatal(err)
@@ -344,5 +351,73 @@ func waitScaled(t *testing.T, ns, name string) {
 			t.Fatalf("Deployment %s/%s was never scaled", ns, name)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestTwoReplicasShareOneWake: two gate replicas behind one Caddy route, no leader between them,
+// hold 200 concurrent requests for one idle target; one ScaleRequest is created (a replica that
+// loses the race gets AlreadyExists and waits on the same request), and all 200 pass. Then
+// the second replica is killed and the route still answers through the first.
+func TestTwoReplicasShareOneWake(t *testing.T) {
+	ns := localcluster.NewNamespace(t, cluster)
+	createIdle(t, ns, "pair", true, false)
+	second, secondAddress, err := startGate(context.Background(), "gate-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Kill()
+	site := startCaddyWith(t, "target="+ns+"/deployment/pair&timeout=60s", gateAddress, secondAddress)
+	created := func() float64 {
+		var n float64
+		for _, g := range []*framework.Controller{gateProc, second} {
+			v, err := g.Metric("zerowake_gate_api_requests_total", "verb", "POST", "code", "201")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += v
+		}
+		return n
+	}
+	before := created()
+	wokenBefore, err := gateProc.Metric("zerowake_gate_answers_total", "outcome", "woken")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const n = 200
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for range n {
+		wg.Go(func() {
+			r, err := fetch(context.Background(), http.DefaultClient, site+"/")
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				statuses[-1]++
+				return
+			}
+			statuses[r.status]++
+		})
+	}
+	wg.Wait()
+	if statuses[http.StatusOK] != n {
+		t.Fatalf("answers by status: %v, want %d × 200", statuses, n)
+	}
+	if got := created() - before; got != 1 {
+		t.Errorf("the replicas created %v ScaleRequests, want 1", got)
+	}
+	first, _ := gateProc.Metric("zerowake_gate_answers_total", "outcome", "woken")
+	other, _ := second.Metric("zerowake_gate_answers_total", "outcome", "woken")
+	if first-wokenBefore == 0 || other == 0 {
+		t.Errorf("held and let through: %v by one replica, %v by the other; want both to hold calls", first-wokenBefore, other)
+	}
+
+	// A replica dies; the proxy's retry on a failed dial (lb_try_duration) reaches the other.
+	second.Kill()
+	for i := range 10 {
+		if r := get(t, site+"/after"); r.status != http.StatusOK {
+			t.Errorf("request %d after a replica died: %d %q", i, r.status, r.body)
+		}
 	}
 }

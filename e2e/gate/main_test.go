@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/zerowake/zerowake/e2e/framework"
 	"github.com/zerowake/zerowake/generated/clientset/versioned"
@@ -34,6 +35,9 @@ var (
 	// gateProc is the gate binary; gateAddress its forward-auth address.
 	gateProc    *framework.Controller
 	gateAddress string
+	// gateBinary and gateConfig start more gate replicas.
+	gateBinary string
+	gateConfig *rest.Config
 	// caddy is the path of the Caddy binary hack/tools.sh built.
 	caddy string
 	// backend stands in for the pods of every target; backendHits counts what reached it.
@@ -78,8 +82,7 @@ func setup(c *localcluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	gateBinary, err := framework.BuildGate(ctx, c.Dir())
-	if err != nil {
+	if gateBinary, err = framework.BuildGate(ctx, c.Dir()); err != nil {
 		return err
 	}
 	ctrlConfig, err := c.ServiceAccountConfig(ctx, "zerowake-system", "zerowake-controller")
@@ -93,20 +96,10 @@ func setup(c *localcluster.Cluster) error {
 	if err != nil {
 		return err
 	}
-	gateConfig, err := c.ServiceAccountConfig(ctx, "zerowake-system", "zerowake-gate")
-	if err != nil {
+	if gateConfig, err = c.ServiceAccountConfig(ctx, "zerowake-system", "zerowake-gate"); err != nil {
 		return err
 	}
-	port, err := framework.FreePort()
-	if err != nil {
-		return err
-	}
-	gateAddress = "127.0.0.1:" + strconv.Itoa(port)
-	gateProc, err = framework.StartController(ctx, framework.ControllerOptions{
-		Name: "gate", Binary: gateBinary, Config: gateConfig, Dir: c.Dir(),
-		Args: []string{"--address=" + gateAddress, "--window=" + window.String(), "--retry-after=3s"},
-	})
-	if err != nil {
+	if gateProc, gateAddress, err = startGate(ctx, "gate"); err != nil {
 		return err
 	}
 	backend = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -114,6 +107,21 @@ func setup(c *localcluster.Cluster) error {
 		fmt.Fprintf(w, "backend: %s %s\n", r.Method, r.URL.Path)
 	}))
 	return nil
+}
+
+// startGate runs a gate replica with the identity deploy/gate binds and returns it and its
+// forward-auth address.
+func startGate(ctx context.Context, name string) (*framework.Controller, string, error) {
+	port, err := framework.FreePort()
+	if err != nil {
+		return nil, "", err
+	}
+	address := "127.0.0.1:" + strconv.Itoa(port)
+	p, err := framework.StartController(ctx, framework.ControllerOptions{
+		Name: name, Binary: gateBinary, Config: gateConfig, Dir: cluster.Dir(),
+		Args: []string{"--address=" + address, "--window=" + window.String(), "--retry-after=3s"},
+	})
+	return p, address, err
 }
 
 // ensureResolverRole makes sure the ClusterRole deploy/gate binds exists. deploy/ ships it; an
