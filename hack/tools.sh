@@ -2,7 +2,7 @@
 # Builds the binaries that the local control plane and code generation need, from the Go module
 # proxy only, and caches them outside the repository, keyed by version, so later runs reuse them.
 #
-#   hack/tools.sh [all|kubernetes|etcd|kwok|codegen|lint|helm]...   build what is missing
+#   hack/tools.sh [all|kubernetes|etcd|kwok|caddy|codegen|lint|helm]...   build what is missing
 #   hack/tools.sh path NAME                                    print where NAME is (or will be)
 #
 # The cache lives in $ZEROWAKE_CACHE (default: ~/.cache/zerowake). Versions come from the small
@@ -21,6 +21,7 @@ kube_version=$(module_version "$root/hack/tools/kubernetes" k8s.io/kubernetes)
 etcd_version=$(module_version "$root/hack/tools/etcd" go.etcd.io/etcd/server/v3)
 kwok_version=$(module_version "$root/hack/tools/kwok" sigs.k8s.io/kwok)
 helm_version=$(module_version "$root/hack/tools/helm" helm.sh/helm/v3)
+caddy_version=$(module_version "$root/hack/tools/caddy" github.com/caddyserver/caddy/v2)
 controller_gen_version=v0.23.0
 staticcheck_version=v0.8.2
 
@@ -30,6 +31,7 @@ dir_for() {
 	etcd) echo "$cache/etcd-$etcd_version" ;;
 	kwok) echo "$cache/kwok-$kwok_version" ;;
 	helm) echo "$cache/helm-$helm_version" ;;
+	caddy) echo "$cache/caddy-$caddy_version" ;;
 	controller-gen) echo "$cache/controller-gen-$controller_gen_version" ;;
 	staticcheck) echo "$cache/staticcheck-$staticcheck_version" ;;
 	*) echo "unknown tool $1" >&2; return 1 ;;
@@ -64,6 +66,9 @@ build_kubernetes() {
 }
 
 build_etcd() { build_into etcd "$root/hack/tools/etcd" go.etcd.io/etcd/server/v3; }
+
+# Caddy is the real proxy in front of the gate in its end-to-end tests and in the demo.
+build_caddy() { build_into caddy "$root/hack/tools/caddy" github.com/caddyserver/caddy/v2/cmd/caddy; }
 
 build_kwok() {
 	build_into kwok "$root/hack/tools/kwok" sigs.k8s.io/kwok/cmd/kwok
@@ -113,13 +118,14 @@ fi
 [ $# -eq 0 ] && set -- all
 for what in "$@"; do
 	case "$what" in
-	all) build_etcd; build_kwok; build_kubernetes ;;
+	all) build_etcd; build_kwok; build_kubernetes; build_caddy ;;
 	kubernetes) build_kubernetes ;;
 	etcd) build_etcd ;;
 	kwok) build_kwok ;;
+	caddy) build_caddy ;;
 	codegen) build_codegen ;;
 	lint) build_lint ;;
 	helm) build_helm ;;
-	*) echo "usage: $0 [all|kubernetes|etcd|kwok|codegen|lint|helm]... | path NAME" >&2; exit 2 ;;
+	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|codegen|lint|helm]... | path NAME" >&2; exit 2 ;;
 	esac
 done

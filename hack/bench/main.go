@@ -3,11 +3,12 @@
 //
 // It starts its own control plane (hack/localcluster), installs crds/ and deploy/, builds the
 // controller and runs it as a process with the ServiceAccount identity deploy/ binds, then runs
-// five scenarios: floor (the API round trips a controller cannot avoid, with no controller
+// six scenarios: floor (the API round trips a controller cannot avoid, with no controller
 // involved), single (sequential wakes), burst (1,000 wakes at once, default flags), herd (10,000
-// Wake calls for one target through the wake client) and footprint (memory and idle writes). It
-// prints a table, writes JSON to $BENCH_OUT (default bench-results.json at the repository root)
-// and a PNG with the latency CDFs of scenario 2 next to it. BENCH_QUICK=1 takes fewer samples.
+// Wake calls for one target through the wake client), footprint (memory and idle writes) and
+// gate (the wake gate, see gate.go). It prints a table, writes JSON to $BENCH_OUT (default
+// bench-results.json at the repository root) and a PNG with the latency CDFs of scenario 2 next
+// to it. BENCH_QUICK=1 takes fewer samples.
 // Every event is timestamped from watches as it arrives; nothing is timed by polling.
 package main
 
@@ -93,7 +94,7 @@ func run() error {
 	flag.StringVar(&cfg.out, "out", defOut, "JSON output path ($BENCH_OUT); the PNG plot goes next to it with the same basename.")
 	flag.BoolVar(&cfg.quick, "quick", quick, "Fewer samples, same scenarios ($BENCH_QUICK=1).")
 	flag.StringVar(&cfg.profileDir, "profile-dir", "", "If set, save controller CPU profiles of scenarios 2 and 3 and heap profiles of scenarios 3 and 5 here.")
-	flag.StringVar(&only, "only", "", "Comma-separated scenarios to run (floor,single,burst,herd,footprint); empty means all.")
+	flag.StringVar(&only, "only", "", "Comma-separated scenarios to run (floor,single,burst,herd,footprint,gate); empty means all.")
 	flag.StringVar(&extra, "controller-args", "", "Extra controller flags, space-separated (for experiments; the published run uses none).")
 	flag.StringVar(&cfg.binary, "controller-binary", "", "Run this controller binary instead of building cmd/zerowake-controller (for experiments).")
 	flag.Parse()
@@ -245,6 +246,7 @@ func (b *bench) scenarios(ctx context.Context) error {
 		{"burst", b.burst},
 		{"herd", b.herd},
 		{"footprint", b.footprint},
+		{"gate", b.gateScenario},
 	}
 	for _, s := range steps {
 		if !b.want(s.name) {

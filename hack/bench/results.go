@@ -19,6 +19,7 @@ type Results struct {
 	Burst     Burst     `json:"burst"`
 	Herd      Herd      `json:"herd"`
 	Footprint Footprint `json:"footprint"`
+	Gate      *Gate     `json:"gate,omitempty"`
 	Env       Env       `json:"env"`
 }
 
@@ -241,6 +242,8 @@ func printTable(w io.Writer, r *Results) {
 	} else {
 		add("footprint", "not run", "", nil)
 	}
+
+	gateRows(r, add)
 
 	others := func(cpu map[string]float64) string {
 		if cpu == nil {

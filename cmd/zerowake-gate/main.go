@@ -1,0 +1,227 @@
+// Command zerowake-gate answers proxies' forward-auth calls (nginx auth_request, Traefik
+// forwardAuth, Caddy forward_auth, Envoy ext_authz) for services that may be scaled to zero:
+// it lets a request through when its targets are up, and otherwise wakes them through
+// ScaleRequests and holds the request until they are ready. It is an internal service for
+// proxies; never expose it to clients.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	httppprof "net/http/pprof"
+	"os"
+	"os/signal"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/zerowake/zerowake/gate"
+	"github.com/zerowake/zerowake/wake"
+)
+
+type options struct {
+	kubeconfig string
+	namespace  string
+	address    string
+	opsAddress string
+	window     time.Duration
+	gate       gate.Config
+	grace      time.Duration
+	qps        float64
+	burst      int
+	logLevel   string
+	logFormat  string
+	pprof      bool
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("zerowake-gate", flag.ContinueOnError)
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty means in-cluster configuration (or $KUBECONFIG when set).")
+	fs.StringVar(&o.namespace, "namespace", "", "Serve targets in this namespace only (needs only namespaced rights); empty means all namespaces.")
+	fs.StringVar(&o.address, "address", ":8000", "Address serving the forward-auth calls (/auth and /ext_authz/).")
+	fs.StringVar(&o.opsAddress, "ops-address", "", "Address (e.g. :8080) serving /metrics, /healthz and /readyz; empty disables it.")
+	fs.DurationVar(&o.window, "window", wake.DefaultWindow, "How long a signal stays fresh; set it to the controller's --rescale-duration.")
+	fs.DurationVar(&o.gate.Timeout, "timeout", gate.DefaultTimeout, "How long a call is held when its route sets no timeout.")
+	fs.DurationVar(&o.gate.MaxTimeout, "max-timeout", gate.DefaultMaxTimeout, "The longest timeout a route may ask for.")
+	fs.DurationVar(&o.gate.RetryAfter, "retry-after", gate.DefaultRetryAfter, "Retry-After sent with 503 answers; also the starting-up page's refresh interval.")
+	fs.BoolVar(&o.gate.Page, "page", false, "Answer browsers' page loads with a self-refreshing starting-up page unless the route says page=false.")
+	fs.IntVar(&o.gate.MaxHeldPerTarget, "max-held-per-target", gate.DefaultMaxHeldPerTarget, "Calls held at once for one target; more get 503 at once. Negative: no cap.")
+	fs.IntVar(&o.gate.MaxHeld, "max-held", gate.DefaultMaxHeld, "Calls held at once for all targets together (about 10 KiB each, plus the HTTP connection's buffers); more get 503 at once. Negative: no cap.")
+	fs.IntVar(&o.gate.MaxTargetsInRoute, "max-targets-in-route", gate.DefaultMaxTargetsInRoute, "Targets one route may name.")
+	fs.DurationVar(&o.grace, "shutdown-grace", 20*time.Second, "On SIGTERM, how long held calls may still become ready before they are answered 503.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Steady requests per second to the API server (only ScaleRequest writes and the informer's watch).")
+	fs.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server.")
+	fs.StringVar(&o.logLevel, "log-level", "info", "Minimum log level: debug, info, warn or error.")
+	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or console.")
+	fs.BoolVar(&o.pprof, "enable-pprof", false, "Also serve Go profiles under /debug/pprof/ on --ops-address.")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	switch {
+	case o.window <= 0:
+		return nil, fmt.Errorf("--window must be positive, got %s", o.window)
+	case o.gate.Timeout <= 0 || o.gate.MaxTimeout <= 0 || o.gate.RetryAfter <= 0:
+		return nil, errors.New("--timeout, --max-timeout and --retry-after must be positive")
+	case o.gate.MaxHeldPerTarget == 0 || o.gate.MaxHeld == 0:
+		return nil, errors.New("--max-held-per-target and --max-held must not be 0 (negative means no cap)")
+	case o.qps <= 0 || o.burst < 1:
+		return nil, errors.New("--kube-api-qps and --kube-api-burst must be positive")
+	}
+	return o, nil
+}
+
+func main() {
+	opts, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "zerowake-gate:", err)
+		os.Exit(2)
+	}
+	logger, flush, err := newLogger(opts.logLevel, opts.logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "zerowake-gate:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal exits at once
+	}()
+	ctx = klog.NewContext(ctx, logger)
+	err = run(ctx, opts)
+	if err != nil {
+		logger.Error(err, "Gate failed")
+	}
+	flush()
+	if err != nil {
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, opts *options) error {
+	logger := klog.FromContext(ctx)
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	config, err := restConfig(opts.kubeconfig)
+	if err != nil {
+		return err
+	}
+	config.QPS, config.Burst = float32(opts.qps), opts.burst
+	config.UserAgent = "zerowake-gate"
+	config.Wrap(newCountingTransport(registry))
+	client, err := wake.NewForConfig(config, wake.Options{
+		Namespace: opts.namespace, Window: opts.window, FieldManager: "zerowake-gate",
+		Labels: map[string]string{"app.kubernetes.io/managed-by": "zerowake-gate"},
+	})
+	if err != nil {
+		return err
+	}
+
+	var started atomic.Bool
+	if opts.opsAddress != "" {
+		if err := serveOps(ctx, opts.opsAddress, registry, started.Load, opts.pprof); err != nil {
+			return err
+		}
+	}
+	// The client's own context outlives ctx by the grace period, so held calls can still see
+	// their targets become ready while the server drains.
+	clientCtx, stopClient := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopClient()
+	if err := client.Start(clientCtx); err != nil {
+		return err
+	}
+	defer client.Stop()
+
+	g := gate.New(client, opts.gate, gate.NewMetrics(registry), logger)
+	listener, err := net.Listen("tcp", opts.address)
+	if err != nil {
+		return fmt.Errorf("--address: %w", err)
+	}
+	// No write timeout: a held call legitimately takes up to the route's timeout.
+	server := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	served := make(chan error, 1)
+	go func() { served <- server.Serve(listener) }()
+	started.Store(true)
+	logger.Info("Serving forward-auth calls", "address", listener.Addr().String(), "namespace", opts.namespace)
+
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	started.Store(false)
+	logger.Info("Shutting down: no new calls; held calls get until the grace period ends", "grace", opts.grace)
+	graceCtx, cancel := context.WithTimeout(context.Background(), opts.grace)
+	defer cancel()
+	if err := server.Shutdown(graceCtx); err != nil {
+		// Calls still held: stopping the client answers them 503 (the proxy retries, and the
+		// wake goes on: it is a ScaleRequest), then they finish.
+		client.Stop()
+		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = server.Shutdown(closeCtx)
+	}
+	return nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" && os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
+		if cfg, err := rest.InClusterConfig(); err == nil {
+			return cfg, nil
+		}
+	}
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+}
+
+// serveOps serves /metrics, /healthz and /readyz (ready once the ScaleRequest cache has
+// synced, so a Service sends no calls to a gate that would have to guess) until ctx ends.
+func serveOps(ctx context.Context, address string, registry *prometheus.Registry, ready func() bool, pprof bool) error {
+	mux := http.NewServeMux()
+	if pprof {
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+	}
+	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "not serving: starting or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok"))
+	})
+	listener, err := net.Listen("tcp", address)
+	if err != nil {
+		return fmt.Errorf("--ops-address: %w", err)
+	}
+	server := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = server.Serve(listener) }()
+	context.AfterFunc(ctx, func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = server.Shutdown(shutdownCtx)
+	})
+	klog.FromContext(ctx).Info("Serving operations endpoints", "address", listener.Addr().String())
+	return nil
+}

@@ -1,0 +1,34 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags([]string{"--window=2s", "--timeout=10s", "--page", "--max-held-per-target=-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.window != 2*time.Second || o.gate.Timeout != 10*time.Second || !o.gate.Page || o.gate.MaxHeldPerTarget != -1 {
+		t.Errorf("parsed %+v", o)
+	}
+	for _, bad := range [][]string{{"--window=0s"}, {"--timeout=-1s"}, {"--max-held-per-target=0"}, {"--kube-api-qps=0"}, {"extra"}} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+func TestResourceOf(t *testing.T) {
+	for path, want := range map[string]string{
+		"/apis/zerowake.dev/v1alpha1/namespaces/shop/scalerequests/web": "scalerequests",
+		"/apis/zerowake.dev/v1alpha1/scalerequests":                     "scalerequests",
+		"/apis":        "other",
+		"/api/v1/pods": "other",
+	} {
+		if got := resourceOf(path); got != want {
+			t.Errorf("resourceOf(%q) = %q, want %q", path, got, want)
+		}
+	}
+}

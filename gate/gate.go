@@ -1,0 +1,283 @@
+package gate
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zerowake/zerowake/wake"
+)
+
+// Waker is the part of the wake client the gate uses (*wake.Client implements it).
+type Waker interface {
+	Status(wake.Target) wake.Status
+	Wake(context.Context, wake.Target) (wake.Action, error)
+	WaitReady(context.Context, wake.Target) (time.Duration, error)
+}
+
+var _ Waker = (*wake.Client)(nil)
+
+// Defaults of Config.
+const (
+	DefaultTimeout           = 30 * time.Second
+	DefaultMaxTimeout        = 5 * time.Minute
+	DefaultRetryAfter        = 5 * time.Second
+	DefaultMaxHeldPerTarget  = 10000
+	DefaultMaxHeld           = 10000
+	DefaultMaxTargetsInRoute = 8
+)
+
+// Config sets the gate's defaults and limits. The zero value uses the defaults above.
+type Config struct {
+	// Timeout is how long a request is held when its route sets no timeout.
+	Timeout time.Duration
+	// MaxTimeout caps what a route may ask for.
+	MaxTimeout time.Duration
+	// RetryAfter is sent with 503 answers and is the "starting up" page's refresh interval.
+	RetryAfter time.Duration
+	// Page is the default for routes that do not say whether browsers get the page.
+	Page bool
+	// MaxHeldPerTarget caps the requests held at once for one target; the next get 503, so
+	// that one flooded target cannot take every slot. Negative means no cap.
+	MaxHeldPerTarget int
+	// MaxHeld caps the requests held at once for all targets together: it bounds the gate's
+	// memory under a flood. Negative means no cap.
+	MaxHeld int
+	// MaxTargetsInRoute caps the targets one route may name.
+	MaxTargetsInRoute int
+}
+
+func (c Config) withDefaults() Config {
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.MaxTimeout <= 0 {
+		c.MaxTimeout = DefaultMaxTimeout
+	}
+	if c.RetryAfter <= 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.MaxHeldPerTarget == 0 {
+		c.MaxHeldPerTarget = DefaultMaxHeldPerTarget
+	}
+	if c.MaxHeld == 0 {
+		c.MaxHeld = DefaultMaxHeld
+	}
+	if c.MaxTargetsInRoute <= 0 {
+		c.MaxTargetsInRoute = DefaultMaxTargetsInRoute
+	}
+	return c
+}
+
+// Gate answers "may this request go through?" for routes whose targets may be idle.
+type Gate struct {
+	waker   Waker
+	cfg     Config
+	metrics *Metrics
+	logger  logr.Logger
+
+	heldMu sync.Mutex
+	// held counts the requests held per target; a target is removed when none are held, so
+	// the map is as large as the set of targets being woken right now.
+	held map[targetKey]int
+	// heldTotal counts the requests held, each once however many targets it waits for.
+	heldTotal int
+}
+
+type targetKey struct{ namespace, kind, name string }
+
+func keyOf(t wake.Target) targetKey { return targetKey{t.Namespace, t.Kind, t.Name} }
+
+// New returns a gate over waker. metrics may be nil (nothing is recorded).
+func New(waker Waker, cfg Config, metrics *Metrics, logger logr.Logger) *Gate {
+	return &Gate{waker: waker, cfg: cfg.withDefaults(), metrics: metrics, logger: logger, held: map[targetKey]int{}}
+}
+
+// Check decides one forward-auth call for route. method and accept are the original
+// request's, for the page decision. It returns at once when every target is ready (no API
+// call, no write), and otherwise wakes the targets and holds until they are all ready, the
+// route's timeout passes, a target is refused or fails, or ctx ends.
+func (g *Gate) Check(ctx context.Context, route *Route, method, accept string) Answer {
+	a, held := g.check(ctx, route, method, accept)
+	g.metrics.observe(a.Outcome, held)
+	return a
+}
+
+func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (Answer, time.Duration) {
+	statuses := make([]wake.Status, len(route.Targets))
+	for i, t := range route.Targets {
+		statuses[i] = g.waker.Status(t)
+	}
+	if allReady(statuses) {
+		return Answer{Outcome: OutcomeAwake}, -1
+	}
+
+	if wantsPage(route, method, accept) {
+		return g.page(ctx, route, statuses), -1
+	}
+
+	if !g.acquire(route.Targets) {
+		return Answer{Outcome: OutcomeOverflow, Reason: "TooManyHeld", RetryAfter: g.cfg.RetryAfter,
+			Message: "too many requests are already waiting (for " + describeAll(route.Targets) + " or in all); retry shortly"}, -1
+	}
+	defer g.release(route.Targets)
+	g.metrics.holding(1)
+	defer g.metrics.holding(-1)
+
+	start := time.Now()
+	routeCtx, cancel := context.WithTimeout(ctx, route.Timeout)
+	defer cancel()
+	if len(route.Targets) == 1 {
+		a := g.wakeAndWait(routeCtx, ctx, route, route.Targets[0], statuses[0].Ready)
+		return a, time.Since(start)
+	}
+	// A group: every target is woken at once; the first that cannot be served ends the wait
+	// for the others.
+	answers := make([]Answer, len(route.Targets))
+	groupCtx, stop := context.WithCancel(routeCtx)
+	defer stop()
+	var wg sync.WaitGroup
+	for i, t := range route.Targets {
+		wg.Go(func() {
+			answers[i] = g.wakeAndWait(groupCtx, ctx, route, t, statuses[i].Ready)
+			if !answers[i].Outcome.Passes() {
+				stop()
+			}
+		})
+	}
+	wg.Wait()
+	a := worst(answers)
+	a.Targets = describeAll(route.Targets)
+	return a, time.Since(start)
+}
+
+// wakeAndWait signals one target (unless it is already ready) and waits for it.
+func (g *Gate) wakeAndWait(ctx, callerCtx context.Context, route *Route, t wake.Target, ready bool) Answer {
+	var err error
+	if !ready {
+		_, err = g.waker.Wake(ctx, t)
+	}
+	if err == nil {
+		_, err = g.waker.WaitReady(ctx, t)
+	}
+	if err != nil {
+		return answerFor(t, err, ctx.Err(), callerCtx.Err(), route, g.cfg.RetryAfter)
+	}
+	return Answer{Outcome: OutcomeWoken}
+}
+
+// page wakes the targets that are not ready and answers at once with the "starting up" page,
+// unless a target is refused already (then the refusal, so that the page does not refresh
+// forever).
+func (g *Gate) page(ctx context.Context, route *Route, statuses []wake.Status) Answer {
+	wctx, cancel := context.WithTimeout(ctx, route.Timeout)
+	defer cancel()
+	for i, t := range route.Targets {
+		if statuses[i].Ready {
+			continue
+		}
+		action, err := g.waker.Wake(wctx, t)
+		if err == nil && action == wake.ActionRecentlyFailed {
+			// The latest signal failed and is fresh: WaitReady returns its error at once.
+			_, err = g.waker.WaitReady(wctx, t)
+		}
+		if err != nil {
+			if a := answerFor(t, err, wctx.Err(), ctx.Err(), route, g.cfg.RetryAfter); !a.Outcome.Passes() {
+				return a
+			}
+		}
+	}
+	return Answer{Outcome: OutcomePage, RetryAfter: g.cfg.RetryAfter, Reason: "Starting",
+		Message: describeAll(route.Targets) + " is starting", Targets: describeAll(route.Targets)}
+}
+
+// acquire takes a held slot on every target, or none when the gate or one of them is full.
+func (g *Gate) acquire(targets []wake.Target) bool {
+	g.heldMu.Lock()
+	defer g.heldMu.Unlock()
+	if overCap(g.heldTotal, g.cfg.MaxHeld) {
+		return false
+	}
+	for _, t := range targets {
+		if overCap(g.held[keyOf(t)], g.cfg.MaxHeldPerTarget) {
+			return false
+		}
+	}
+	for _, t := range targets {
+		g.held[keyOf(t)]++
+	}
+	g.heldTotal++
+	return true
+}
+
+func (g *Gate) release(targets []wake.Target) {
+	g.heldMu.Lock()
+	defer g.heldMu.Unlock()
+	g.heldTotal--
+	for _, t := range targets {
+		k := keyOf(t)
+		if g.held[k] <= 1 {
+			delete(g.held, k)
+		} else {
+			g.held[k]--
+		}
+	}
+}
+
+// Held returns the number of requests held now for t.
+func (g *Gate) Held(t wake.Target) int {
+	g.heldMu.Lock()
+	defer g.heldMu.Unlock()
+	return g.held[keyOf(t)]
+}
+
+// Metrics are the gate's Prometheus metrics. Every label has a fixed set of values.
+type Metrics struct {
+	answers  *prometheus.CounterVec
+	holdTime *prometheus.HistogramVec
+	heldNow  prometheus.Gauge
+}
+
+// NewMetrics registers the gate's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "zerowake", Subsystem: "gate", Name: "answers_total",
+			Help: "Forward-auth calls answered, by outcome: awake, woken, page, refused, timeout, failed, overflow, bad_route, unavailable, canceled.",
+		}, []string{"outcome"}),
+		holdTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "zerowake", Subsystem: "gate", Name: "hold_seconds",
+			Help:    "How long calls were held while their targets woke, by outcome.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300},
+		}, []string{"outcome"}),
+		heldNow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "zerowake", Subsystem: "gate", Name: "held_requests",
+			Help: "Calls being held now while their targets wake.",
+		}),
+	}
+	reg.MustRegister(m.answers, m.holdTime, m.heldNow)
+	// Every outcome is exported from the start, so rates and alerts see zeros, not gaps.
+	for _, o := range outcomeNames {
+		m.answers.WithLabelValues(o)
+	}
+	return m
+}
+
+func (m *Metrics) observe(o Outcome, held time.Duration) {
+	if m == nil {
+		return
+	}
+	m.answers.WithLabelValues(o.String()).Inc()
+	if held >= 0 {
+		m.holdTime.WithLabelValues(o.String()).Observe(held.Seconds())
+	}
+}
+
+func (m *Metrics) holding(delta float64) {
+	if m != nil {
+		m.heldNow.Add(delta)
+	}
+}
