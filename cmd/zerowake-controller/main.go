@@ -48,6 +48,8 @@ import (
 	zerowakescheme "github.com/zerowake/zerowake/generated/clientset/versioned/scheme"
 	"github.com/zerowake/zerowake/generated/informers/externalversions"
 	informers "github.com/zerowake/zerowake/generated/informers/externalversions/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/internal/apicount"
+	"github.com/zerowake/zerowake/internal/logging"
 	"github.com/zerowake/zerowake/internal/version"
 	"github.com/zerowake/zerowake/scaling"
 )
@@ -141,7 +143,7 @@ func main() {
 		fmt.Println("zerowake-controller", version.Get())
 		os.Exit(0)
 	}
-	logger, flush, err := newLogger(opts.logLevel, opts.logFormat)
+	logger, flush, err := logging.New(opts.logLevel, opts.logFormat)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "zerowake-controller:", err)
 		os.Exit(2)
@@ -184,7 +186,7 @@ func run(ctx context.Context, opts *options) error {
 	}
 	config.QPS, config.Burst = float32(opts.qps), opts.burst
 	config.UserAgent = "zerowake-controller"
-	config.Wrap(newCountingTransport(registry))
+	config.Wrap(apicount.Transport(registry, ""))
 
 	kube, err := kubernetes.NewForConfig(config)
 	if err != nil {

@@ -1,10 +1,6 @@
 package main
 
 import (
-	"net/http"
-	"strconv"
-	"strings"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/util/workqueue"
 )
@@ -62,65 +58,4 @@ func (m *queueMetrics) NewLongestRunningProcessorSecondsMetric(n string) workque
 }
 func (m *queueMetrics) NewRetriesMetric(n string) workqueue.CounterMetric {
 	return m.retries.WithLabelValues(n)
-}
-
-// countingTransport counts the controller's API requests by verb, resource and status code, so
-// its cost to the API server (writes per wake, writes while idle) is observable. Resource is
-// taken from the URL path, so its values are the few resources the controller touches.
-type countingTransport struct {
-	next     http.RoundTripper
-	requests *prometheus.CounterVec
-}
-
-func newCountingTransport(reg prometheus.Registerer) func(http.RoundTripper) http.RoundTripper {
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "zerowake", Name: "api_requests_total",
-		Help: "Requests to the Kubernetes API by verb (HTTP method, watch for watches), resource (with subresource) and status code.",
-	}, []string{"verb", "resource", "code"})
-	reg.MustRegister(requests)
-	return func(next http.RoundTripper) http.RoundTripper {
-		return &countingTransport{next: next, requests: requests}
-	}
-}
-
-func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
-	code := "error"
-	if err == nil {
-		code = strconv.Itoa(resp.StatusCode)
-	}
-	verb := req.Method
-	if req.URL.Query().Get("watch") == "true" {
-		verb = "WATCH"
-	}
-	t.requests.WithLabelValues(verb, resourceOf(req.URL.Path), code).Inc()
-	return resp, err
-}
-
-// resourceOf extracts "resource" or "resource/subresource" from an API path such as
-// /apis/apps/v1/namespaces/shop/deployments/web/scale; other paths (discovery) count as "".
-func resourceOf(path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	switch {
-	case len(parts) >= 3 && parts[0] == "api":
-		parts = parts[2:]
-	case len(parts) >= 4 && parts[0] == "apis":
-		parts = parts[3:]
-	default:
-		return ""
-	}
-	if len(parts) >= 2 && parts[0] == "namespaces" {
-		if len(parts) == 2 {
-			return "namespaces"
-		}
-		parts = parts[2:]
-	}
-	switch len(parts) {
-	case 0:
-		return ""
-	case 1, 2:
-		return parts[0]
-	default:
-		return parts[0] + "/" + parts[2]
-	}
 }

@@ -28,6 +28,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/zerowake/zerowake/gate"
+	"github.com/zerowake/zerowake/internal/apicount"
+	"github.com/zerowake/zerowake/internal/logging"
 	"github.com/zerowake/zerowake/wake"
 )
 
@@ -95,7 +97,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "zerowake-gate:", err)
 		os.Exit(2)
 	}
-	logger, flush, err := newLogger(opts.logLevel, opts.logFormat)
+	logger, flush, err := logging.New(opts.logLevel, opts.logFormat)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "zerowake-gate:", err)
 		os.Exit(2)
@@ -127,7 +129,7 @@ func run(ctx context.Context, opts *options) error {
 	}
 	config.QPS, config.Burst = float32(opts.qps), opts.burst
 	config.UserAgent = "zerowake-gate"
-	config.Wrap(newCountingTransport(registry))
+	config.Wrap(apicount.Transport(registry, "gate"))
 	client, err := wake.NewForConfig(config, wake.Options{
 		Namespace: opts.namespace, Window: opts.window, FieldManager: "zerowake-gate",
 		Labels: map[string]string{"app.kubernetes.io/managed-by": "zerowake-gate"},

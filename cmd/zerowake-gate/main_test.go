@@ -19,16 +19,3 @@ func TestParseFlags(t *testing.T) {
 		}
 	}
 }
-
-func TestResourceOf(t *testing.T) {
-	for path, want := range map[string]string{
-		"/apis/zerowake.dev/v1alpha1/namespaces/shop/scalerequests/web": "scalerequests",
-		"/apis/zerowake.dev/v1alpha1/scalerequests":                     "scalerequests",
-		"/apis":        "other",
-		"/api/v1/pods": "other",
-	} {
-		if got := resourceOf(path); got != want {
-			t.Errorf("resourceOf(%q) = %q, want %q", path, got, want)
-		}
-	}
-}

@@ -1,4 +1,5 @@
-package main
+// Package logging builds the process logger both binaries use.
+package logging
 
 import (
 	"fmt"
@@ -10,9 +11,10 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// newLogger builds zap under logr, and routes klog (client-go's logging) through it, as the
-// controller does, so that both binaries log the same way.
-func newLogger(level, format string) (logr.Logger, func(), error) {
+// New builds the process logger: zap underneath, logr on top, and klog (client-go's own
+// logging) routed through it so every line has the same structure. Sampling is off: it would
+// drop lines under a burst or a herd, exactly when they matter.
+func New(level, format string) (logr.Logger, func(), error) {
 	var zapLevel zapcore.Level
 	if err := zapLevel.UnmarshalText([]byte(level)); err != nil {
 		return logr.Discard(), nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
@@ -23,6 +25,7 @@ func newLogger(level, format string) (logr.Logger, func(), error) {
 		cfg = zap.NewProductionConfig()
 	case "console":
 		cfg = zap.NewDevelopmentConfig()
+		cfg.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
 	default:
 		return logr.Discard(), nil, fmt.Errorf("--log-format %q: want json or console", format)
 	}
@@ -30,13 +33,12 @@ func newLogger(level, format string) (logr.Logger, func(), error) {
 	cfg.EncoderConfig.TimeKey = "ts"
 	cfg.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
 	cfg.DisableStacktrace = zapLevel > zapcore.DebugLevel
-	// Sampling would drop answers under a herd, exactly when they matter.
 	cfg.Sampling = nil
 	zl, err := cfg.Build()
 	if err != nil {
 		return logr.Discard(), nil, err
 	}
-	logger := zapr.NewLoggerWithOptions(zl)
+	logger := zapr.NewLoggerWithOptions(zl, zapr.AllowZapFields(true))
 	klog.SetLoggerWithOptions(logger, klog.ContextualLogger(true))
 	return logger, func() { _ = zl.Sync() }, nil
 }
