@@ -70,10 +70,3 @@ func (w *rescaleWindow) complete(target string, wroteAt time.Time) {
 	}
 	w.lastWrite[target] = wroteAt
 }
-
-// recorded returns the window's own record of the last write to target (zero if none recent).
-func (w *rescaleWindow) recorded(target string) time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.lastWrite[target]
-}
