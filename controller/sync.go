@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -156,10 +157,10 @@ func (r *reconciliation) report() {
 	for _, reason := range r.outcomes {
 		m.scales.WithLabelValues(reason).Inc()
 	}
-	if r.scaledAfter >= 0 && r.scaledAfter != noObservation {
+	if r.scaledAfter != noObservation {
 		m.wakeToScaled.Observe(r.scaledAfter.Seconds())
 	}
-	if r.readyAfter >= 0 && r.readyAfter != noObservation {
+	if r.readyAfter != noObservation {
 		m.wakeToReady.Observe(r.readyAfter.Seconds())
 	}
 	for _, e := range r.events {
@@ -198,7 +199,7 @@ func (r *reconciliation) run(ctx context.Context) error {
 		r.done = true
 		return nil
 	}
-	if permitted, err := r.ownerPermits(ctx, target, minReplicas); err != nil || !permitted {
+	if permitted, err := r.ownerPermits(ctx, target, gk, minReplicas); err != nil || !permitted {
 		return err
 	}
 
@@ -241,7 +242,7 @@ func (r *reconciliation) run(ctx context.Context) error {
 // ownerPermits checks that the target's owner opted in to waking by ScaleRequests, and that
 // minReplicas is within the cap the owner set. It reads the inventory's cache, so the wake path
 // pays no API call for it. A refusal is recorded and re-checked when the target's marks change.
-func (r *reconciliation) ownerPermits(ctx context.Context, target scaling.Target, minReplicas int32) (bool, error) {
+func (r *reconciliation) ownerPermits(ctx context.Context, target scaling.Target, gk schema.GroupKind, minReplicas int32) (bool, error) {
 	inv := r.c.inventory
 	if inv == nil || !r.c.config.RequireOptIn {
 		return true, nil
@@ -250,7 +251,6 @@ func (r *reconciliation) ownerPermits(ctx context.Context, target scaling.Target
 	if err != nil {
 		return false, r.scaleFailed(ctx, target, err)
 	}
-	gk, _ := target.GroupKind()
 	entry, found, err := inv.Lookup(ctx, gk, resource, target.Namespace, target.Ref.Name)
 	if err != nil {
 		return false, err

@@ -7,9 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"net"
 	"net/http"
-	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,7 +19,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,7 +32,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/scale"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
@@ -50,6 +46,7 @@ import (
 	informers "github.com/zerowake/zerowake/generated/informers/externalversions/zerowake/v1alpha1"
 	"github.com/zerowake/zerowake/internal/apicount"
 	"github.com/zerowake/zerowake/internal/logging"
+	"github.com/zerowake/zerowake/internal/ops"
 	"github.com/zerowake/zerowake/internal/version"
 	"github.com/zerowake/zerowake/scaling"
 )
@@ -180,7 +177,7 @@ func run(ctx context.Context, opts *options) error {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), leading)
 
-	config, err := restConfig(opts.kubeconfig)
+	config, err := ops.RESTConfig(opts.kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -290,7 +287,11 @@ func run(ctx context.Context, opts *options) error {
 		leaderHealth = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
 	}
 	if opts.opsAddress != "" {
-		if err := serveOps(ctx, opts.opsAddress, registry, ctrl.HasSynced, leaderHealth, opts.enablePprof); err != nil {
+		var healthy func(*http.Request) error
+		if leaderHealth != nil {
+			healthy = leaderHealth.Check
+		}
+		if err := ops.Serve(ctx, opts.opsAddress, registry, healthy, ctrl.HasSynced, "ScaleRequest cache not synced", opts.enablePprof); err != nil {
 			return err
 		}
 	}
@@ -433,60 +434,6 @@ func (l *checkedLeaseLock) Create(ctx context.Context, record resourcelock.Leade
 		l.onMissingNamespace(err)
 	}
 	return err
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" && os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
-		if cfg, err := rest.InClusterConfig(); err == nil {
-			return cfg, nil
-		}
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-}
-
-// serveOps serves /metrics, /healthz and /readyz (and, if pprof is set, /debug/pprof/) until
-// ctx ends. It is not on the signal path.
-func serveOps(ctx context.Context, address string, registry *prometheus.Registry, synced func() bool, leader *leaderelection.HealthzAdaptor, pprof bool) error {
-	mux := http.NewServeMux()
-	if pprof {
-		mux.HandleFunc("/debug/pprof/", httppprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", httppprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
-	}
-	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if leader != nil {
-			if err := leader.Check(r); err != nil {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-				return
-			}
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !synced() {
-			http.Error(w, "ScaleRequest cache not synced", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	listener, err := net.Listen("tcp", address)
-	if err != nil {
-		return fmt.Errorf("--ops-address: %w", err)
-	}
-	server := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = server.Serve(listener) }()
-	context.AfterFunc(ctx, func() {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = server.Shutdown(shutdownCtx)
-	})
-	klog.FromContext(ctx).Info("Serving operations endpoints", "address", listener.Addr().String())
-	return nil
 }
 
 func splitList(s string) []string {

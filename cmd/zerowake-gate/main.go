@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -22,14 +21,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"github.com/zerowake/zerowake/gate"
 	"github.com/zerowake/zerowake/internal/apicount"
 	"github.com/zerowake/zerowake/internal/logging"
+	"github.com/zerowake/zerowake/internal/ops"
 	"github.com/zerowake/zerowake/wake"
 )
 
@@ -123,7 +120,7 @@ func run(ctx context.Context, opts *options) error {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	config, err := restConfig(opts.kubeconfig)
+	config, err := ops.RESTConfig(opts.kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -140,7 +137,9 @@ func run(ctx context.Context, opts *options) error {
 
 	var started atomic.Bool
 	if opts.opsAddress != "" {
-		if err := serveOps(ctx, opts.opsAddress, registry, started.Load, opts.pprof); err != nil {
+		// Ready once the ScaleRequest cache has synced, so a Service sends no calls to a gate
+		// that would have to guess.
+		if err := ops.Serve(ctx, opts.opsAddress, registry, nil, started.Load, "not serving: starting or shutting down", opts.pprof); err != nil {
 			return err
 		}
 	}
@@ -182,48 +181,5 @@ func run(ctx context.Context, opts *options) error {
 		defer cancel()
 		_ = server.Shutdown(closeCtx)
 	}
-	return nil
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" && os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
-		if cfg, err := rest.InClusterConfig(); err == nil {
-			return cfg, nil
-		}
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-}
-
-// serveOps serves /metrics, /healthz and /readyz (ready once the ScaleRequest cache has
-// synced, so a Service sends no calls to a gate that would have to guess) until ctx ends.
-func serveOps(ctx context.Context, address string, registry *prometheus.Registry, ready func() bool, pprof bool) error {
-	mux := http.NewServeMux()
-	if pprof {
-		mux.HandleFunc("/debug/pprof/", httppprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
-	}
-	mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready() {
-			http.Error(w, "not serving: starting or shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok"))
-	})
-	listener, err := net.Listen("tcp", address)
-	if err != nil {
-		return fmt.Errorf("--ops-address: %w", err)
-	}
-	server := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = server.Serve(listener) }()
-	context.AfterFunc(ctx, func() {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = server.Shutdown(shutdownCtx)
-	})
-	klog.FromContext(ctx).Info("Serving operations endpoints", "address", listener.Addr().String())
 	return nil
 }
