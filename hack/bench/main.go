@@ -5,8 +5,8 @@
 // controller and runs it as a process with the ServiceAccount identity deploy/ binds, then runs
 // six scenarios: floor (the API round trips a controller cannot avoid, with no controller
 // involved), single (sequential wakes), burst (1,000 wakes at once, default flags), herd (10,000
-// Wake calls for one target through the wake client), footprint (memory and idle writes) and
-// gate (the wake gate, see gate.go). It prints a table, writes JSON to $BENCH_OUT (default
+// Wake calls for one target through the wake client), gate (the wake gate, see gate.go) and
+// footprint (memory and idle writes). It prints a table, writes JSON to $BENCH_OUT (default
 // bench-results.json at the repository root) and a PNG with the latency CDFs of scenario 2 next
 // to it. BENCH_QUICK=1 takes fewer samples.
 // Every event is timestamped from watches as it arrives; nothing is timed by polling.
