@@ -416,7 +416,15 @@ func (b *bench) footprint(ctx context.Context) error {
 
 	// 0 ScaleRequests: remove those of the other scenarios, then start afresh.
 	b.stopController()
-	for _, ns := range []string{"zw-bench-floor", "zw-bench-burst-floor", "zw-bench-single", "zw-bench-burst", "zw-bench-herd", srNS} {
+	left, err := b.zw.ZerowakeV1alpha1().ScaleRequests("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	namespaces := map[string]bool{}
+	for _, sr := range left.Items {
+		namespaces[sr.Namespace] = true
+	}
+	for ns := range namespaces {
 		if err := b.zw.ZerowakeV1alpha1().ScaleRequests(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 			return err
 		}
