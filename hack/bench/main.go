@@ -48,11 +48,11 @@ type config struct {
 	only       map[string]bool
 	extraArgs  []string
 
-	floorN, singleN         int
-	burstSizes              []int
-	herdCalls, herdWorkers  int
-	fpSRs, fpDeploys        int
-	idleWindow, settle      time.Duration
+	floorN, singleN        int
+	burstSizes             []int
+	herdCalls, herdWorkers int
+	fpSRs, fpDeploys       int
+	idleWindow, settle     time.Duration
 }
 
 type bench struct {
