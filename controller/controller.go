@@ -56,9 +56,12 @@ type Inventory interface {
 	Lookup(ctx context.Context, gk schema.GroupKind, resource schema.GroupVersionResource, namespace, name string) (entry scaling.InventoryEntry, found bool, err error)
 }
 
-// TargetWatcher watches targets while requests wait for them; *scaling.Watcher implements it.
+// TargetWatcher follows targets while requests wait for them; *scaling.Watcher implements it
+// with a watch per target, inventoryFollower from the Inventory's shared cache.
 type TargetWatcher interface {
-	Watch(ctx context.Context, id string, resource schema.GroupVersionResource, namespace, name string)
+	// Watch follows the named target under id. With after set (the resourceVersion of a scale
+	// write just made), State reports only what the target was at or after that write.
+	Watch(ctx context.Context, id string, resource schema.GroupVersionResource, namespace, name, after string)
 	Forget(id string)
 	State(id string) (scaling.TargetState, bool)
 }
@@ -77,6 +80,10 @@ type Config struct {
 	// RequireOptIn refuses targets the Inventory does not hold (their owners did not mark
 	// them) and minReplicas above an owner's cap. It needs Inventory.
 	RequireOptIn bool
+	// FollowInInventory follows active requests' targets in the Inventory, which holds every
+	// target a request may wake when RequireOptIn is set, rather than with a watch per target
+	// (newWatcher is then not called). It needs Inventory.
+	FollowInInventory bool
 	// QueueMetrics, if set, receives the workqueue's metrics.
 	QueueMetrics workqueue.MetricsProvider
 }
@@ -152,7 +159,11 @@ func New(
 		workqueue.NewTypedItemExponentialFailureRateLimiter[cache.ObjectName](5*time.Millisecond, config.RescaleDuration),
 		workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: QueueName, MetricsProvider: config.QueueMetrics, Clock: clk},
 	)
-	c.watcher = newWatcher(c.enqueueTarget)
+	if config.FollowInInventory && config.Inventory != nil {
+		c.watcher = newInventoryFollower(config.Inventory)
+	} else {
+		c.watcher = newWatcher(c.enqueueTarget)
+	}
 	if metrics == nil {
 		metrics = NewMetrics(nil, nil)
 	}
@@ -266,10 +277,15 @@ func (c *Controller) enqueueTargetExcept(id string, key cache.ObjectName) {
 }
 
 // OnTargetChange is how the Inventory reports a change of a followed workload. It queues the
-// requests that follow the target without a watch of their own: Ready and Idle ones, and those
-// waiting for the owner's mark. Active requests hear of their target from its watch.
+// requests that follow the target without a watch of their own: Ready and Idle ones, those
+// waiting for the owner's mark, and, when the Inventory follows them (FollowInInventory),
+// active ones. Otherwise active requests hear of their target from its watch.
 func (c *Controller) OnTargetChange(gk schema.GroupKind, namespace, name string) {
 	id := namespace + "/" + gk.Group + "/" + gk.Kind + "/" + name
+	if c.config.FollowInInventory {
+		c.enqueueTarget(id)
+		return
+	}
 	c.enqueueTargetIf(id, func(sr *zerowakev1alpha1.ScaleRequest) bool {
 		return settled(sr) || sr.Status.Phase == zerowakev1alpha1.PhaseFailed
 	})

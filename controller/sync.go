@@ -294,7 +294,7 @@ func (r *reconciliation) follow(ctx context.Context, target scaling.Target) erro
 	if err != nil {
 		return r.scaleFailed(ctx, target, err)
 	}
-	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, current.Resource, r.sr.Namespace, target.Ref.Name)
+	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, current.Resource, r.sr.Namespace, target.Ref.Name, "")
 	r.c.hold(r.key, r.id)
 	return nil
 }
@@ -401,12 +401,14 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minReplicas int32, fight bool, result scaling.Result, writtenAt time.Time, wroteNow bool) error {
 	sr, status := r.sr, &r.sr.Status
 	logger := klog.FromContext(ctx)
+	after := ""
 	if wroteNow {
-		// Restart the watch so that every state it reports comes after this write: an event
-		// still in flight from before it would look like the target falling back below minimum.
+		// Follow the target afresh, seeing only states from this write on: an event still in
+		// flight from before it would look like the target falling back below minimum.
 		r.c.watcher.Forget(r.id)
+		after = result.ResourceVersion
 	}
-	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, result.Resource, sr.Namespace, target.Ref.Name)
+	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, result.Resource, sr.Namespace, target.Ref.Name, after)
 	r.c.hold(r.key, r.id)
 
 	previous := result.PreviousReplicas
