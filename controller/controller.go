@@ -372,11 +372,13 @@ func (c *Controller) processNextWorkItem(ctx context.Context) bool {
 		return false
 	}
 	defer c.queue.Done(key)
-	if ctx.Err() != nil {
-		// Stopping: only work already under way is finished. Keys still queued are left to
-		// the next leader or process, whose informer queues every request not yet settled;
-		// working through them here would only delay its start.
-		return false
+	if ctx.Err() != nil && !c.outcomes.has(key) {
+		// Stopping: only work already under way is finished, including a scale write whose
+		// status write went back to the queue (scale first). Keys still queued otherwise are
+		// left to the next leader or process, whose informer queues every request not yet
+		// settled; working through them here would only delay its start. They are taken off
+		// the queue unworked, to find any such status write behind them.
+		return true
 	}
 
 	logger := klog.FromContext(ctx).WithValues("scaleRequest", key.String())

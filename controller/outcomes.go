@@ -57,6 +57,14 @@ func (p *pendingOutcomes) get(key cache.ObjectName, uid types.UID, generation in
 	return o, true
 }
 
+// has reports whether key has a scale write whose status write is still to come.
+func (p *pendingOutcomes) has(key cache.ObjectName) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.outcomes[key]
+	return ok
+}
+
 func (p *pendingOutcomes) forget(key cache.ObjectName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -215,3 +215,41 @@ func TestForeignReadyIsNotTrusted(t *testing.T) {
 	}
 	expectCondition(t, status, v1alpha1.ConditionScaled, metav1.ConditionFalse, v1alpha1.ReasonRescaleWindow)
 }
+
+// TestScaleFirst: while other requests wait in the queue, a pass that scaled a target leaves
+// its status write for later, behind them; the pass that comes back for it writes the outcome
+// it kept (ScaledFromZero, not AlreadyScaled) and scales nothing again.
+func TestScaleFirst(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
+	waiting := cache.ObjectName{Namespace: "shop", Name: "other"}
+	f.ctrl.queue.Add(waiting)
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scaler.calls) != 1 || len(f.statusWrites()) != 0 {
+		t.Fatalf("with work queued: %d scale writes and %d status writes, want 1 and 0", len(f.scaler.calls), len(f.statusWrites()))
+	}
+	if next, _ := f.ctrl.queue.Get(); next != waiting {
+		t.Fatalf("the queue serves %v first, want the request waiting to be scaled", next)
+	} else {
+		f.ctrl.queue.Done(next)
+	}
+	if next, _ := f.ctrl.queue.Get(); next.Name != "web" {
+		t.Fatalf("the status write was not queued behind: got %v", next)
+	} else {
+		f.ctrl.queue.Done(next)
+	}
+
+	// Nothing else waits now: the status write goes out.
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scaler.calls) != 1 {
+		t.Fatalf("scaled again: %d scale writes", len(f.scaler.calls))
+	}
+	if writes := f.statusWrites(); len(writes) != 1 {
+		t.Fatalf("%d status writes, want 1", len(writes))
+	}
+	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonScaledFromZero)
+}

@@ -58,6 +58,14 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		// request again, which then finds the target up.
 		return nil
 	}
+	if r.statusLater {
+		// Scale first: other requests wait in the queue, and their scale writes matter more
+		// than this request's status. The write's outcome is kept (outcomes) and reported when
+		// the request comes round again, by then often together with its readiness, in one
+		// status write instead of two.
+		c.queue.Add(key)
+		return nil
+	}
 	if r.holdWrite {
 		// The target was already up and its watch is listing it: one status write once the
 		// watch answers says Ready at once, instead of Scaling now and Ready a moment later.
@@ -149,6 +157,9 @@ type reconciliation struct {
 	busy bool
 	// holdWrite is set when the status write should wait for the target watch's first answer.
 	holdWrite bool
+	// statusLater is set when this pass scaled the target while other work was queued: its
+	// status write goes to the back of the queue.
+	statusLater bool
 }
 
 // report records the pass's metrics and events, after its status write.
@@ -391,6 +402,7 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 	// Kept until a status write carries it, also when nothing was written: a pass that waits
 	// for the target watch's first answer before writing status must not ask /scale again.
 	r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt})
+	r.statusLater = result.Scaled && r.c.queue.Len() > 0
 	return r.scaled(ctx, target, minReplicas, fight, result, writtenAt, result.Scaled)
 }
 
