@@ -17,7 +17,6 @@ import (
 // wake path fails TestRequestsPerColdWake until both are changed.
 var coldWakeBudget = map[string]int{
 	"PATCH deployments/scale":  1, // the scale write, from zero in one request
-	"WATCH deployments":        1, // the target's readiness
 	"PUT scalerequests/status": 2, // Scaled, then Ready
 	"POST events":              2, // ScaledFromZero, TargetReady
 }
