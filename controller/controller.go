@@ -352,11 +352,26 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	logger.Info("Shutting down ScaleRequest controller; draining in-flight work")
 	c.queue.ShutDownWithDrain()
 	wg.Wait()
+	c.writeHeldStatus(ctx)
 	if stopper, ok := c.watcher.(interface{ StopAll() }); ok {
 		stopper.StopAll()
 	}
 	logger.Info("ScaleRequest controller stopped")
 	return nil
+}
+
+// writeHeldStatus writes the status of every scale write whose status write was held (scale
+// first), so that a successor finds each outcome recorded (ScaledFromZero, lastScaleTime)
+// rather than a target already up.
+func (c *Controller) writeHeldStatus(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	for _, key := range c.outcomes.keys() {
+		workCtx, cancel := context.WithTimeout(klog.NewContext(context.WithoutCancel(ctx), logger.WithValues("scaleRequest", key.String())), 10*time.Second)
+		if err := c.sync(workCtx, key); err != nil {
+			utilruntime.HandleErrorWithContext(ctx, err, "Writing a held status before stopping failed", "scaleRequest", key.String())
+		}
+		cancel()
+	}
 }
 
 func (c *Controller) runWorker(ctx context.Context) {
@@ -372,13 +387,11 @@ func (c *Controller) processNextWorkItem(ctx context.Context) bool {
 		return false
 	}
 	defer c.queue.Done(key)
-	if ctx.Err() != nil && !c.outcomes.has(key) {
-		// Stopping: only work already under way is finished, including a scale write whose
-		// status write went back to the queue (scale first). Keys still queued otherwise are
-		// left to the next leader or process, whose informer queues every request not yet
-		// settled; working through them here would only delay its start. They are taken off
-		// the queue unworked, to find any such status write behind them.
-		return true
+	if ctx.Err() != nil {
+		// Stopping: only work already under way is finished. Keys still queued are left to
+		// the next leader or process, whose informer queues every request not yet settled;
+		// working through them here would only delay its start.
+		return false
 	}
 
 	logger := klog.FromContext(ctx).WithValues("scaleRequest", key.String())

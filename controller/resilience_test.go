@@ -216,9 +216,9 @@ func TestForeignReadyIsNotTrusted(t *testing.T) {
 	expectCondition(t, status, v1alpha1.ConditionScaled, metav1.ConditionFalse, v1alpha1.ReasonRescaleWindow)
 }
 
-// TestScaleFirst: while other requests wait in the queue, a pass that scaled a target leaves
-// its status write for later, behind them; the pass that comes back for it writes the outcome
-// it kept (ScaledFromZero, not AlreadyScaled) and scales nothing again.
+// TestScaleFirst: while other requests wait in the queue, a pass that scaled a target holds its
+// status write; once the queue is idle, the pass that comes back for it writes the outcome it
+// kept (ScaledFromZero, not AlreadyScaled) and scales nothing again.
 func TestScaleFirst(t *testing.T) {
 	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
 	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
@@ -230,13 +230,8 @@ func TestScaleFirst(t *testing.T) {
 	if len(f.scaler.calls) != 1 || len(f.statusWrites()) != 0 {
 		t.Fatalf("with work queued: %d scale writes and %d status writes, want 1 and 0", len(f.scaler.calls), len(f.statusWrites()))
 	}
-	if next, _ := f.ctrl.queue.Get(); next != waiting {
-		t.Fatalf("the queue serves %v first, want the request waiting to be scaled", next)
-	} else {
-		f.ctrl.queue.Done(next)
-	}
-	if next, _ := f.ctrl.queue.Get(); next.Name != "web" {
-		t.Fatalf("the status write was not queued behind: got %v", next)
+	if next, _ := f.ctrl.queue.Get(); next != waiting || f.ctrl.queue.Len() != 0 {
+		t.Fatalf("the queue serves %v first and holds %d more, want only the request waiting to be scaled", next, f.ctrl.queue.Len())
 	} else {
 		f.ctrl.queue.Done(next)
 	}
@@ -252,4 +247,26 @@ func TestScaleFirst(t *testing.T) {
 		t.Fatalf("%d status writes, want 1", len(writes))
 	}
 	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonScaledFromZero)
+	f.expectEvents("Normal ScaledFromZero Scaled Deployment/web from 0 to 1 replicas")
+}
+
+// TestScaleFirstReadyInOneWrite: a held status write whose target becomes ready meanwhile says
+// both in one write, and one event.
+func TestScaleFirstReadyInOneWrite(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
+	f.ctrl.queue.Add(cache.ObjectName{Namespace: "shop", Name: "other"})
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.watcher.states[webID] = scaling.TargetState{Exists: true, Current: true, Replicas: 1, ReadyReplicas: 1}
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	writes := f.statusWrites()
+	if len(writes) != 1 || writes[0].Status.Phase != v1alpha1.PhaseReady {
+		t.Fatalf("%d status writes (last phase %v), want one saying Ready", len(writes), f.lastStatus().Phase)
+	}
+	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonScaledFromZero)
+	f.expectEvents("Normal TargetReady Scaled Deployment/web from 0 to 1 replicas; Deployment/web has 1/1 ready replicas")
 }

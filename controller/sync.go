@@ -58,12 +58,13 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		// request again, which then finds the target up.
 		return nil
 	}
-	if r.statusLater {
-		// Scale first: other requests wait in the queue, and their scale writes matter more
-		// than this request's status. The write's outcome is kept (outcomes) and reported when
-		// the request comes round again, by then often together with its readiness, in one
-		// status write instead of two.
-		c.queue.Add(key)
+	if hold := r.statusHold(); hold > 0 {
+		// Scale first, account later: other requests wait in the queue, and their scale writes
+		// matter more than this request's status. The write's outcome is kept (outcomes) and
+		// written when the target is ready (its inventory event queues the request), in one
+		// status write instead of two, or once the queue is idle, or at the latest after a
+		// rescale window.
+		c.queue.AddAfter(key, hold)
 		return nil
 	}
 	if r.holdWrite {
@@ -157,9 +158,20 @@ type reconciliation struct {
 	busy bool
 	// holdWrite is set when the status write should wait for the target watch's first answer.
 	holdWrite bool
-	// statusLater is set when this pass scaled the target while other work was queued: its
-	// status write goes to the back of the queue.
-	statusLater bool
+	// writtenAt is when the scale write this pass reports was made, if its status write is
+	// still to come.
+	writtenAt time.Time
+}
+
+// statusHold returns how long the status write of a scale write may still wait (0: write it
+// now). It waits while other requests are queued, for their scale writes to go first, unless
+// this pass has readiness or a failure to report, the controller is stopping, or the write is
+// a rescale window old.
+func (r *reconciliation) statusHold() time.Duration {
+	if r.writtenAt.IsZero() || r.done || r.c.queue.ShuttingDown() || r.c.queue.Len() == 0 || !r.scaledNow() {
+		return 0
+	}
+	return max(r.writtenAt.Add(r.c.config.RescaleDuration).Sub(r.now), 0)
 }
 
 // report records the pass's metrics and events, after its status write.
@@ -340,6 +352,7 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 
 	// A write whose status write failed is reported as it was, not found again as "already up".
 	if o, ok := r.c.outcomes.get(r.key, r.sr.UID, r.sr.Generation); ok {
+		r.writtenAt = o.writtenAt
 		return r.scaled(ctx, target, minReplicas, o.fight, o.result, o.writtenAt, false)
 	}
 
@@ -402,7 +415,7 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 	// Kept until a status write carries it, also when nothing was written: a pass that waits
 	// for the target watch's first answer before writing status must not ask /scale again.
 	r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt})
-	r.statusLater = result.Scaled && r.c.queue.Len() > 0
+	r.writtenAt = writtenAt
 	return r.scaled(ctx, target, minReplicas, fight, result, writtenAt, result.Scaled)
 }
 
@@ -572,7 +585,24 @@ func (r *reconciliation) markReady(minReplicas int32, state scaling.TargetState)
 		status.ColdStartDuration = nil
 	}
 	r.setCondition(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonTargetReady, message)
-	r.events = append(r.events, event{corev1.EventTypeNormal, v1alpha1.ReasonTargetReady, message})
+	// A scale and its readiness written together (the status write was held in a burst) are
+	// told in one event: a burst's events cost the API server as much as its status writes.
+	eventMessage := message
+	if i := r.normalScaleEvent(); i >= 0 {
+		eventMessage = r.events[i].message + "; " + message
+		r.events = append(r.events[:i], r.events[i+1:]...)
+	}
+	r.events = append(r.events, event{corev1.EventTypeNormal, v1alpha1.ReasonTargetReady, eventMessage})
+}
+
+// normalScaleEvent returns the index of the pass's ScaledFromZero or ScaledUp event, or -1.
+func (r *reconciliation) normalScaleEvent() int {
+	for i, e := range r.events {
+		if e.kind == corev1.EventTypeNormal && (e.reason == v1alpha1.ReasonScaledFromZero || e.reason == v1alpha1.ReasonScaledUp) {
+			return i
+		}
+	}
+	return -1
 }
 
 // failScaled sets Scaled=False with a failure reason; readiness no longer applies.
