@@ -270,3 +270,25 @@ func TestScaleFirstReadyInOneWrite(t *testing.T) {
 	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonScaledFromZero)
 	f.expectEvents("Normal TargetReady Scaled Deployment/web from 0 to 1 replicas; Deployment/web has 1/1 ready replicas")
 }
+
+// TestScaleFirstWhileOthersWake: a status write also waits while other targets are waking, and
+// goes out once this wake is the only one.
+func TestScaleFirstWhileOthersWake(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
+	other := cache.ObjectName{Namespace: "shop", Name: "other"}
+	f.ctrl.hold(other, "shop/apps/Deployment/other")
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.statusWrites()); n != 0 {
+		t.Fatalf("%d status writes while another target wakes, want 0", n)
+	}
+	f.ctrl.release(other)
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n, calls := len(f.statusWrites()), len(f.scaler.calls); n != 1 || calls != 1 {
+		t.Fatalf("%d status writes and %d scale writes once alone, want 1 and 1", n, calls)
+	}
+}

@@ -159,16 +159,18 @@ type reconciliation struct {
 	// holdWrite is set when the status write should wait for the target watch's first answer.
 	holdWrite bool
 	// writtenAt is when the scale write this pass reports was made, if its status write is
-	// still to come.
+	// still to come and may wait (a first scale, not a fight's, which is reported at once).
 	writtenAt time.Time
 }
 
 // statusHold returns how long the status write of a scale write may still wait (0: write it
-// now). It waits while other requests are queued, for their scale writes to go first, unless
-// this pass has readiness or a failure to report, the controller is stopping, or the write is
-// a rescale window old.
+// now). It waits while other requests are queued or other targets are waking (a burst), for
+// their scale writes to go first and for this target's readiness, unless this pass has
+// readiness or a failure to report, the controller is stopping, or the write is a rescale
+// window old. A single wake is written at once.
 func (r *reconciliation) statusHold() time.Duration {
-	if r.writtenAt.IsZero() || r.done || r.c.queue.ShuttingDown() || r.c.queue.Len() == 0 || !r.scaledNow() {
+	if r.writtenAt.IsZero() || r.done || r.c.queue.ShuttingDown() || !r.scaledNow() ||
+		(r.c.queue.Len() == 0 && r.c.Active() <= 1) {
 		return 0
 	}
 	return max(r.writtenAt.Add(r.c.config.RescaleDuration).Sub(r.now), 0)
@@ -352,7 +354,9 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 
 	// A write whose status write failed is reported as it was, not found again as "already up".
 	if o, ok := r.c.outcomes.get(r.key, r.sr.UID, r.sr.Generation); ok {
-		r.writtenAt = o.writtenAt
+		if !o.fight {
+			r.writtenAt = o.writtenAt
+		}
 		return r.scaled(ctx, target, minReplicas, o.fight, o.result, o.writtenAt, false)
 	}
 
@@ -415,7 +419,9 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 	// Kept until a status write carries it, also when nothing was written: a pass that waits
 	// for the target watch's first answer before writing status must not ask /scale again.
 	r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt})
-	r.writtenAt = writtenAt
+	if !fight {
+		r.writtenAt = writtenAt
+	}
 	return r.scaled(ctx, target, minReplicas, fight, result, writtenAt, result.Scaled)
 }
 
