@@ -251,7 +251,7 @@ func TestScaleFirst(t *testing.T) {
 }
 
 // TestScaleFirstReadyInOneWrite: a held status write whose target becomes ready meanwhile says
-// both in one write, and one event.
+// both in one write; both events are still posted.
 func TestScaleFirstReadyInOneWrite(t *testing.T) {
 	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
 	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
@@ -268,7 +268,7 @@ func TestScaleFirstReadyInOneWrite(t *testing.T) {
 		t.Fatalf("%d status writes (last phase %v), want one saying Ready", len(writes), f.lastStatus().Phase)
 	}
 	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonScaledFromZero)
-	f.expectEvents("Normal TargetReady Scaled Deployment/web from 0 to 1 replicas; Deployment/web has 1/1 ready replicas")
+	f.expectEvents("Normal ScaledFromZero Scaled Deployment/web from 0 to 1 replicas", "Normal TargetReady Deployment/web has 1/1 ready replicas")
 }
 
 // TestScaleFirstWhileOthersWake: a status write also waits while other targets are waking, and

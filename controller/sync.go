@@ -62,8 +62,8 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		// Scale first, account later: other requests wait in the queue, and their scale writes
 		// matter more than this request's status. The write's outcome is kept (outcomes) and
 		// written when the target is ready (its inventory event queues the request), in one
-		// status write instead of two, or once the queue is idle, or at the latest after a
-		// rescale window.
+		// status write instead of two, or once no other wake is under way, or at the latest
+		// after a rescale window.
 		c.queue.AddAfter(key, hold)
 		return nil
 	}
@@ -591,24 +591,7 @@ func (r *reconciliation) markReady(minReplicas int32, state scaling.TargetState)
 		status.ColdStartDuration = nil
 	}
 	r.setCondition(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonTargetReady, message)
-	// A scale and its readiness written together (the status write was held in a burst) are
-	// told in one event: a burst's events cost the API server as much as its status writes.
-	eventMessage := message
-	if i := r.normalScaleEvent(); i >= 0 {
-		eventMessage = r.events[i].message + "; " + message
-		r.events = append(r.events[:i], r.events[i+1:]...)
-	}
-	r.events = append(r.events, event{corev1.EventTypeNormal, v1alpha1.ReasonTargetReady, eventMessage})
-}
-
-// normalScaleEvent returns the index of the pass's ScaledFromZero or ScaledUp event, or -1.
-func (r *reconciliation) normalScaleEvent() int {
-	for i, e := range r.events {
-		if e.kind == corev1.EventTypeNormal && (e.reason == v1alpha1.ReasonScaledFromZero || e.reason == v1alpha1.ReasonScaledUp) {
-			return i
-		}
-	}
-	return -1
+	r.events = append(r.events, event{corev1.EventTypeNormal, v1alpha1.ReasonTargetReady, message})
 }
 
 // failScaled sets Scaled=False with a failure reason; readiness no longer applies.
