@@ -105,6 +105,7 @@ type Controller struct {
 	// recheck paces the re-checks of failures someone else may fix.
 	recheck   workqueue.TypedRateLimiter[cache.ObjectName]
 	inventory Inventory
+	targets   *requestsByTarget
 
 	// watching maps each request holding a target watch to the target's id, so a watch can be
 	// dropped when its last request settles or is deleted.
@@ -117,11 +118,6 @@ type source struct {
 	indexer cache.Indexer
 	synced  cache.InformerSynced
 }
-
-// targetIndex indexes ScaleRequests by the target they name, so a target's change reaches
-// every request waiting for it, and the Ready and Idle requests that follow it. Requests that
-// failed for good, which a target's change cannot concern, are left out.
-const targetIndex = "target"
 
 // New builds a controller over ScaleRequest informers keyed by the namespace they watch ("" for
 // all namespaces). newWatcher builds the target watcher, given the function through which it
@@ -152,6 +148,7 @@ func New(
 		// at least once per window.
 		recheck:   workqueue.NewTypedItemExponentialFailureRateLimiter[cache.ObjectName](time.Second, max(config.RescaleDuration, time.Second)),
 		inventory: config.Inventory,
+		targets:   newRequestsByTarget(),
 	}
 	c.queue = workqueue.NewTypedRateLimitingQueueWithConfig(
 		// Transient failures back off exponentially from a few milliseconds, but never wait
@@ -172,9 +169,6 @@ func New(
 	for namespace, informer := range scaleRequests {
 		if err := informer.Informer().SetTransform(dropManagedFields); err != nil {
 			return nil, fmt.Errorf("setting the informer's transform: %w", err)
-		}
-		if err := informer.Informer().AddIndexers(cache.Indexers{targetIndex: indexByTarget}); err != nil {
-			return nil, fmt.Errorf("adding target index: %w", err)
 		}
 		if _, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    c.onAdd,
@@ -233,6 +227,7 @@ func (c *Controller) enqueue(obj any) {
 // memory.
 func (c *Controller) onAdd(obj any) {
 	if sr, ok := obj.(*zerowakev1alpha1.ScaleRequest); ok {
+		c.targets.update(nil, sr)
 		c.writes.observed(sr)
 		if settled(sr) {
 			return
@@ -249,6 +244,7 @@ func (c *Controller) onUpdate(oldObj, newObj any) {
 	if !okOld || !okNew || old.ResourceVersion == sr.ResourceVersion {
 		return
 	}
+	c.targets.update(old, sr)
 	c.writes.observed(sr)
 	if old.Generation != sr.Generation || sr.Status.ObservedGeneration != sr.Generation {
 		c.enqueue(sr)
@@ -256,6 +252,13 @@ func (c *Controller) onUpdate(oldObj, newObj any) {
 }
 
 func (c *Controller) onDelete(obj any) {
+	final := obj
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		final = d.Obj
+	}
+	if sr, ok := final.(*zerowakev1alpha1.ScaleRequest); ok {
+		c.targets.update(sr, nil)
+	}
 	if name, err := cache.DeletionHandlingObjectToName(obj); err == nil {
 		c.writes.forget(name)
 	}
@@ -297,24 +300,15 @@ func (c *Controller) enqueueTargetIf(id string, want func(*zerowakev1alpha1.Scal
 	if src.indexer == nil {
 		return
 	}
-	objs, err := src.indexer.ByIndex(targetIndex, id)
-	if err != nil {
-		utilruntime.HandleError(err)
-		return
-	}
-	for _, obj := range objs {
+	for _, key := range c.targets.requests(id) {
+		obj, exists, err := src.indexer.GetByKey(key.String())
+		if err != nil || !exists {
+			continue
+		}
 		if sr, ok := obj.(*zerowakev1alpha1.ScaleRequest); ok && want(c.writes.newest(sr)) {
-			c.enqueue(obj)
+			c.queue.Add(key)
 		}
 	}
-}
-
-func indexByTarget(obj any) ([]string, error) {
-	sr, ok := obj.(*zerowakev1alpha1.ScaleRequest)
-	if !ok || (sr.Status.Phase == zerowakev1alpha1.PhaseFailed && settled(sr)) {
-		return nil, nil
-	}
-	return []string{targetID(sr)}, nil
 }
 
 // targetID identifies a request's target as namespace/group/Kind/name: the key of the target

@@ -164,13 +164,37 @@ func newFixture(t *testing.T, allowedKinds string, objects ...*v1alpha1.ScaleReq
 	}
 	// Like sample-controller: fill the indexer directly instead of running the informer.
 	for _, o := range objects {
-		if err := f.informer.Informer().GetIndexer().Add(o); err != nil {
+		if err := f.put(o); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Cleanup(f.ctrl.queue.ShutDown)
 	f.client.ClearActions()
 	return f
+}
+
+// put stores sr as the informer would deliver it: in its cache and in the target index its
+// event handlers keep.
+func (f *fixture) put(sr *v1alpha1.ScaleRequest) error {
+	indexer := f.informer.Informer().GetIndexer()
+	var old *v1alpha1.ScaleRequest
+	if obj, exists, _ := indexer.Get(sr); exists {
+		old = obj.(*v1alpha1.ScaleRequest)
+	}
+	if err := indexer.Update(sr); err != nil {
+		return err
+	}
+	f.ctrl.targets.update(old, sr)
+	return nil
+}
+
+// remove deletes sr as the informer would.
+func (f *fixture) remove(sr *v1alpha1.ScaleRequest) error {
+	if err := f.informer.Informer().GetIndexer().Delete(sr); err != nil {
+		return err
+	}
+	f.ctrl.targets.update(sr, nil)
+	return nil
 }
 
 // sync runs the sync handler for shop/web and returns its error.
@@ -499,7 +523,7 @@ func TestRepeatedFailureEmitsOneEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	written := f.statusWrites()[0]
-	if err := f.informer.Informer().GetIndexer().Update(written); err != nil {
+	if err := f.put(written); err != nil {
 		t.Fatal(err)
 	}
 	f.events()

@@ -246,7 +246,7 @@ func fuzzSync(t *testing.T, apiVersion, kind, name string, minReplicas int32, st
 				bumped.Generation++
 				bumped.ResourceVersion = nextVersion(bumped.ResourceVersion)
 				bumped.Spec.RequestedAt = &metav1.MicroTime{Time: fx.clock.Now()}
-				if err := fx.informer.Informer().GetIndexer().Update(bumped); err != nil {
+				if err := fx.put(bumped); err != nil {
 					t.Fatal(err)
 				}
 				if err := fx.client.Tracker().Update(v1alpha1.SchemeGroupVersion.WithResource("scalerequests"), bumped, bumped.Namespace); err != nil {
@@ -287,7 +287,7 @@ func fuzzSync(t *testing.T, apiVersion, kind, name string, minReplicas int32, st
 				current = writes[len(writes)-1].DeepCopy()
 				current.ResourceVersion = nextVersion(before.ResourceVersion)
 				// The informer delivers the write.
-				if err := fx.informer.Informer().GetIndexer().Update(current); err != nil {
+				if err := fx.put(current); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -52,7 +52,7 @@ func TestNoWatchOutlivesItsRequest(t *testing.T) {
 		}
 		sr.Status.Phase = v1alpha1.PhaseScaling
 		sr.Status.Conditions[1].Status, sr.Status.Conditions[1].Reason = metav1.ConditionFalse, v1alpha1.ReasonWaitingForReplicas
-		if err := f.informer.Informer().GetIndexer().Update(sr); err != nil {
+		if err := f.put(sr); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.ctrl.sync(f.ctx, cache.ObjectName{Namespace: "shop", Name: name}); err != nil {
@@ -74,7 +74,7 @@ func TestNoWatchOutlivesItsRequest(t *testing.T) {
 	if err := f.ctrl.sync(f.ctx, cache.ObjectName{Namespace: "shop", Name: "ready"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.informer.Informer().GetIndexer().Delete(deleted); err != nil {
+	if err := f.remove(deleted); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.ctrl.sync(f.ctx, cache.ObjectName{Namespace: "shop", Name: "deleted"}); err != nil {

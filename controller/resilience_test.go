@@ -89,7 +89,7 @@ func TestRescaleWindowRunsFromTheWrite(t *testing.T) {
 	if got := written.Status.LastScaleTime.Time; !got.Equal(t0.Add(latency)) {
 		t.Fatalf("lastScaleTime %v, want the write's answer at %v", got, t0.Add(latency))
 	}
-	if err := f.informer.Informer().GetIndexer().Update(written); err != nil {
+	if err := f.put(written); err != nil {
 		t.Fatal(err)
 	}
 	f.events()
@@ -177,7 +177,7 @@ func TestDeferredScaleWritesStatusOnce(t *testing.T) {
 		t.Fatalf("want one status write for the deferred fight, got %d", len(written))
 	}
 	expectCondition(t, written[0].Status, v1alpha1.ConditionScaled, metav1.ConditionFalse, v1alpha1.ReasonScaleFight)
-	if err := f.informer.Informer().GetIndexer().Update(written[0]); err != nil {
+	if err := f.put(written[0]); err != nil {
 		t.Fatal(err)
 	}
 	f.client.ClearActions()

@@ -43,7 +43,7 @@ func (f *fixture) applyLastWrite() {
 	}
 	last := writes[len(writes)-1].DeepCopy()
 	last.ResourceVersion = nextVersion(last.ResourceVersion)
-	if err := f.informer.Informer().GetIndexer().Update(last); err != nil {
+	if err := f.put(last); err != nil {
 		f.t.Fatal(err)
 	}
 	f.client.ClearActions()

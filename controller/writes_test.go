@@ -103,33 +103,45 @@ func TestHandlersForgetObservedWrites(t *testing.T) {
 	}
 }
 
-func TestSettledRequestsAreNotQueuedAndFinalFailuresNotIndexed(t *testing.T) {
+func TestSettledRequestsAreNotQueued(t *testing.T) {
 	f := newFixture(t, DefaultAllowedKinds)
 	f.ctrl.onAdd(readyRequest())
 	if f.ctrl.queue.Len() != 0 {
 		t.Fatal("a settled request was queued when added")
 	}
-	// A Ready request follows its target (it becomes Idle when the target is set back to
-	// zero), so the target's changes must reach it; a final failure has nothing to follow.
-	if keys, _ := indexByTarget(readyRequest()); len(keys) != 1 || keys[0] != webID {
-		t.Fatalf("a Ready request was not indexed by target: %v", keys)
-	}
-	timedOut := scaledRequest(t0)
-	timedOut.Status.Phase = v1alpha1.PhaseFailed
-	meta.SetStatusCondition(&timedOut.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
-		Reason: v1alpha1.ReasonReadyTimeout, ObservedGeneration: 1})
-	if keys, _ := indexByTarget(timedOut); len(keys) != 0 {
-		t.Fatalf("a request that failed for good was indexed by target: %v", keys)
-	}
-	// A settled request that gets a new signal is active again, and indexed.
-	bumped := readyRequest()
-	bumped.Generation = 2
-	if keys, _ := indexByTarget(bumped); len(keys) != 1 || keys[0] != webID {
-		t.Fatalf("an active request was not indexed by target: %v", keys)
-	}
 	f.ctrl.onAdd(scaledRequest(t0))
 	if f.ctrl.queue.Len() != 1 {
 		t.Fatal("an active request was not queued when added")
+	}
+}
+
+func TestTargetIndexHoldsWhatATargetsChangeConcerns(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds)
+	f.ctrl.onAdd(readyRequest())
+	// A Ready request follows its target (it becomes Idle when the target is set back to
+	// zero), so the target's changes must reach it; a final failure has nothing to follow.
+	if keys := f.ctrl.targets.requests(webID); len(keys) != 1 || keys[0].Name != "web" {
+		t.Fatalf("a Ready request was not indexed by target: %v", keys)
+	}
+	timedOut := scaledRequest(t0)
+	timedOut.ResourceVersion = "3"
+	timedOut.Status.Phase = v1alpha1.PhaseFailed
+	meta.SetStatusCondition(&timedOut.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: v1alpha1.ReasonReadyTimeout, ObservedGeneration: 1})
+	f.ctrl.onUpdate(readyRequest(), timedOut)
+	if keys := f.ctrl.targets.requests(webID); len(keys) != 0 || f.ctrl.targets.len() != 0 {
+		t.Fatalf("a request that failed for good is still indexed by target: %v", keys)
+	}
+	// A settled request that gets a new signal is active again, and indexed.
+	bumped := timedOut.DeepCopy()
+	bumped.Generation, bumped.ResourceVersion = 2, "4"
+	f.ctrl.onUpdate(timedOut, bumped)
+	if keys := f.ctrl.targets.requests(webID); len(keys) != 1 {
+		t.Fatalf("an active request was not indexed by target: %v", keys)
+	}
+	f.ctrl.onDelete(cache.DeletedFinalStateUnknown{Key: "shop/web", Obj: bumped})
+	if n := f.ctrl.targets.len(); n != 0 {
+		t.Fatalf("%d targets indexed after the request was deleted", n)
 	}
 }
 

@@ -3,11 +3,12 @@ package scaling
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -114,11 +115,11 @@ func (i *Inventory) Lookup(ctx context.Context, gk schema.GroupKind, resource sc
 	if err != nil || !exists {
 		return InventoryEntry{}, false, err
 	}
-	u, ok := obj.(*unstructured.Unstructured)
+	o, ok := obj.(*inventoryObject)
 	if !ok {
 		return InventoryEntry{}, false, nil
 	}
-	return InventoryEntry{State: StateOf(u), Annotations: u.GetAnnotations(), ResourceVersion: u.GetResourceVersion()}, true, nil
+	return InventoryEntry{State: o.state, Annotations: o.Annotations, ResourceVersion: o.ResourceVersion}, true, nil
 }
 
 // Stop ends every informer and waits for them.
@@ -131,54 +132,59 @@ func (i *Inventory) changed(gk schema.GroupKind, obj any) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
-	if u, ok := obj.(*unstructured.Unstructured); ok {
-		i.notify(gk, u.GetNamespace(), u.GetName())
+	if o, ok := obj.(*inventoryObject); ok {
+		i.notify(gk, o.Namespace, o.Name)
 	}
 }
 
-// trim keeps the fields decisions read: the object's identity, the kept annotations,
-// spec.replicas and status. A workload's full object (pod template, managed fields) is mostly
-// what an inventory of many workloads would otherwise hold.
+// inventoryObject is what the inventory's caches hold of one workload: its key, the state
+// decisions read and the kept annotations. A workload's full object, even trimmed to spec and
+// status as unstructured maps, is some 3 KiB (status conditions, maps of maps); this is a tenth
+// of that, so thousands of marked workloads cost little.
+type inventoryObject struct {
+	metav1.ObjectMeta
+	state TargetState
+}
+
+// GetObjectKind and DeepCopyObject make inventoryObject a runtime.Object, as informers expect
+// of what they store.
+func (o *inventoryObject) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+func (o *inventoryObject) DeepCopyObject() runtime.Object {
+	c := *o
+	o.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
+	return &c
+}
+
+// trim turns a workload into an inventoryObject. It is idempotent, as an informer's transform
+// must be: an object already trimmed is returned as it is.
 func (i *Inventory) trim(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
 		return obj, nil
 	}
-	trimmed := &unstructured.Unstructured{Object: map[string]any{}}
-	trimmed.SetAPIVersion(u.GetAPIVersion())
-	trimmed.SetKind(u.GetKind())
-	trimmed.SetNamespace(u.GetNamespace())
-	trimmed.SetName(u.GetName())
-	trimmed.SetUID(u.GetUID())
-	trimmed.SetResourceVersion(u.GetResourceVersion())
-	trimmed.SetGeneration(u.GetGeneration())
+	o := &inventoryObject{state: StateOf(u)}
+	o.Namespace, o.Name, o.UID, o.ResourceVersion = u.GetNamespace(), u.GetName(), u.GetUID(), u.GetResourceVersion()
 	if all := u.GetAnnotations(); len(all) > 0 {
-		kept := map[string]string{}
 		for _, key := range i.annotations {
 			if v, ok := all[key]; ok {
-				kept[key] = v
+				if o.Annotations == nil {
+					o.Annotations = map[string]string{}
+				}
+				o.Annotations[key] = v
 			}
 		}
-		if len(kept) > 0 {
-			trimmed.SetAnnotations(kept)
-		}
 	}
-	if replicas, found, _ := unstructured.NestedFieldNoCopy(u.Object, "spec", "replicas"); found {
-		trimmed.Object["spec"] = map[string]any{"replicas": replicas}
-	}
-	if status, found, _ := unstructured.NestedFieldNoCopy(u.Object, "status"); found {
-		trimmed.Object["status"] = status
-	}
-	return trimmed, nil
+	return o, nil
 }
 
 // sameDecisionInputs reports whether an update changed nothing a decision reads, as with a
 // resync or a status field no rule uses.
 func sameDecisionInputs(oldObj, newObj any) bool {
-	o, ok1 := oldObj.(*unstructured.Unstructured)
-	n, ok2 := newObj.(*unstructured.Unstructured)
+	o, ok1 := oldObj.(*inventoryObject)
+	n, ok2 := newObj.(*inventoryObject)
 	if !ok1 || !ok2 {
 		return false
 	}
-	return StateOf(o) == StateOf(n) && equality.Semantic.DeepEqual(o.GetAnnotations(), n.GetAnnotations())
+	return o.state == n.state && maps.Equal(o.Annotations, n.Annotations)
 }

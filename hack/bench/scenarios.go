@@ -304,7 +304,6 @@ func (b *bench) burst(ctx context.Context) error {
 // floor burstFloor just measured.
 func (b *bench) burstOf(ctx context.Context, n int) error {
 	ns := fmt.Sprintf("zw-bench-burst-%d", n)
-	b.burstNamespaces = append(b.burstNamespaces, ns)
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	targets, tr, err := b.idleTargets(tctx, ns, "burst", n)
@@ -486,7 +485,15 @@ func (b *bench) footprint(ctx context.Context) error {
 
 	// 0 ScaleRequests: remove those of the other scenarios, then start afresh.
 	b.stopController()
-	for _, ns := range append([]string{"zw-bench-floor", "zw-bench-single", "zw-bench-herd", srNS}, b.burstNamespaces...) {
+	left, err := b.zw.ZerowakeV1alpha1().ScaleRequests("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	namespaces := map[string]bool{}
+	for _, sr := range left.Items {
+		namespaces[sr.Namespace] = true
+	}
+	for ns := range namespaces {
 		if err := b.zw.ZerowakeV1alpha1().ScaleRequests(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
 			return err
 		}
