@@ -56,9 +56,12 @@ type Inventory interface {
 	Lookup(ctx context.Context, gk schema.GroupKind, resource schema.GroupVersionResource, namespace, name string) (entry scaling.InventoryEntry, found bool, err error)
 }
 
-// TargetWatcher watches targets while requests wait for them; *scaling.Watcher implements it.
+// TargetWatcher follows targets while requests wait for them; *scaling.Watcher implements it
+// with a watch per target, inventoryFollower from the Inventory's shared cache.
 type TargetWatcher interface {
-	Watch(ctx context.Context, id string, resource schema.GroupVersionResource, namespace, name string)
+	// Watch follows the named target under id. With after set (the resourceVersion of a scale
+	// write just made), State reports only what the target was at or after that write.
+	Watch(ctx context.Context, id string, resource schema.GroupVersionResource, namespace, name, after string)
 	Forget(id string)
 	State(id string) (scaling.TargetState, bool)
 }
@@ -77,6 +80,10 @@ type Config struct {
 	// RequireOptIn refuses targets the Inventory does not hold (their owners did not mark
 	// them) and minReplicas above an owner's cap. It needs Inventory.
 	RequireOptIn bool
+	// FollowInInventory follows active requests' targets in the Inventory, which holds every
+	// target a request may wake when RequireOptIn is set, rather than with a watch per target
+	// (newWatcher is then not called). It needs Inventory.
+	FollowInInventory bool
 	// QueueMetrics, if set, receives the workqueue's metrics.
 	QueueMetrics workqueue.MetricsProvider
 }
@@ -149,7 +156,11 @@ func New(
 		workqueue.NewTypedItemExponentialFailureRateLimiter[cache.ObjectName](5*time.Millisecond, config.RescaleDuration),
 		workqueue.TypedRateLimitingQueueConfig[cache.ObjectName]{Name: QueueName, MetricsProvider: config.QueueMetrics, Clock: clk},
 	)
-	c.watcher = newWatcher(c.enqueueTarget)
+	if config.FollowInInventory && config.Inventory != nil {
+		c.watcher = newInventoryFollower(config.Inventory)
+	} else {
+		c.watcher = newWatcher(c.enqueueTarget)
+	}
 	if metrics == nil {
 		metrics = NewMetrics(nil, nil)
 	}
@@ -269,10 +280,15 @@ func (c *Controller) enqueueTargetExcept(id string, key cache.ObjectName) {
 }
 
 // OnTargetChange is how the Inventory reports a change of a followed workload. It queues the
-// requests that follow the target without a watch of their own: Ready and Idle ones, and those
-// waiting for the owner's mark. Active requests hear of their target from its watch.
+// requests that follow the target without a watch of their own: Ready and Idle ones, those
+// waiting for the owner's mark, and, when the Inventory follows them (FollowInInventory),
+// active ones. Otherwise active requests hear of their target from its watch.
 func (c *Controller) OnTargetChange(gk schema.GroupKind, namespace, name string) {
 	id := namespace + "/" + gk.Group + "/" + gk.Kind + "/" + name
+	if c.config.FollowInInventory {
+		c.enqueueTarget(id)
+		return
+	}
 	c.enqueueTargetIf(id, func(sr *zerowakev1alpha1.ScaleRequest) bool {
 		return settled(sr) || sr.Status.Phase == zerowakev1alpha1.PhaseFailed
 	})
@@ -330,11 +346,26 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	logger.Info("Shutting down ScaleRequest controller; draining in-flight work")
 	c.queue.ShutDownWithDrain()
 	wg.Wait()
+	c.writeHeldStatus(ctx)
 	if stopper, ok := c.watcher.(interface{ StopAll() }); ok {
 		stopper.StopAll()
 	}
 	logger.Info("ScaleRequest controller stopped")
 	return nil
+}
+
+// writeHeldStatus writes the status of every scale write whose status write was held (scale
+// first), so that a successor finds each outcome recorded (ScaledFromZero, lastScaleTime)
+// rather than a target already up.
+func (c *Controller) writeHeldStatus(ctx context.Context) {
+	logger := klog.FromContext(ctx)
+	for _, key := range c.outcomes.keys() {
+		workCtx, cancel := context.WithTimeout(klog.NewContext(context.WithoutCancel(ctx), logger.WithValues("scaleRequest", key.String())), 10*time.Second)
+		if err := c.sync(workCtx, key); err != nil {
+			utilruntime.HandleErrorWithContext(ctx, err, "Writing a held status before stopping failed", "scaleRequest", key.String())
+		}
+		cancel()
+	}
 }
 
 func (c *Controller) runWorker(ctx context.Context) {

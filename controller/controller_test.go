@@ -100,7 +100,7 @@ type fakeWatcher struct {
 	forgot  []string
 }
 
-func (w *fakeWatcher) Watch(_ context.Context, id string, _ schema.GroupVersionResource, _, _ string) {
+func (w *fakeWatcher) Watch(_ context.Context, id string, _ schema.GroupVersionResource, _, _, _ string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.watched[id] = true

@@ -57,6 +57,17 @@ func (p *pendingOutcomes) get(key cache.ObjectName, uid types.UID, generation in
 	return o, true
 }
 
+// keys lists the requests with a scale write whose status write is still to come.
+func (p *pendingOutcomes) keys() []cache.ObjectName {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keys := make([]cache.ObjectName, 0, len(p.outcomes))
+	for key := range p.outcomes {
+		keys = append(keys, key)
+	}
+	return keys
+}
+
 func (p *pendingOutcomes) forget(key cache.ObjectName) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

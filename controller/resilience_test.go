@@ -215,3 +215,80 @@ func TestForeignReadyIsNotTrusted(t *testing.T) {
 	}
 	expectCondition(t, status, v1alpha1.ConditionScaled, metav1.ConditionFalse, v1alpha1.ReasonRescaleWindow)
 }
+
+// TestScaleFirst: while other requests wait in the queue, a pass that scaled a target holds its
+// status write; once the queue is idle, the pass that comes back for it writes the outcome it
+// kept (ScaledFromZero, not AlreadyScaled) and scales nothing again.
+func TestScaleFirst(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
+	waiting := cache.ObjectName{Namespace: "shop", Name: "other"}
+	f.ctrl.queue.Add(waiting)
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scaler.calls) != 1 || len(f.statusWrites()) != 0 {
+		t.Fatalf("with work queued: %d scale writes and %d status writes, want 1 and 0", len(f.scaler.calls), len(f.statusWrites()))
+	}
+	if next, _ := f.ctrl.queue.Get(); next != waiting || f.ctrl.queue.Len() != 0 {
+		t.Fatalf("the queue serves %v first and holds %d more, want only the request waiting to be scaled", next, f.ctrl.queue.Len())
+	} else {
+		f.ctrl.queue.Done(next)
+	}
+
+	// Nothing else waits now: the status write goes out.
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.scaler.calls) != 1 {
+		t.Fatalf("scaled again: %d scale writes", len(f.scaler.calls))
+	}
+	if writes := f.statusWrites(); len(writes) != 1 {
+		t.Fatalf("%d status writes, want 1", len(writes))
+	}
+	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonScaledFromZero)
+	f.expectEvents("Normal ScaledFromZero Scaled Deployment/web from 0 to 1 replicas")
+}
+
+// TestScaleFirstReadyInOneWrite: a held status write whose target becomes ready meanwhile says
+// both in one write; both events are still posted.
+func TestScaleFirstReadyInOneWrite(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
+	f.ctrl.queue.Add(cache.ObjectName{Namespace: "shop", Name: "other"})
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.watcher.states[webID] = scaling.TargetState{Exists: true, Current: true, Replicas: 1, ReadyReplicas: 1}
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	writes := f.statusWrites()
+	if len(writes) != 1 || writes[0].Status.Phase != v1alpha1.PhaseReady {
+		t.Fatalf("%d status writes (last phase %v), want one saying Ready", len(writes), f.lastStatus().Phase)
+	}
+	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonScaledFromZero)
+	f.expectEvents("Normal ScaledFromZero Scaled Deployment/web from 0 to 1 replicas", "Normal TargetReady Deployment/web has 1/1 ready replicas")
+}
+
+// TestScaleFirstWhileOthersWake: a status write also waits while other targets are waking, and
+// goes out once this wake is the only one.
+func TestScaleFirstWhileOthersWake(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
+	other := cache.ObjectName{Namespace: "shop", Name: "other"}
+	f.ctrl.hold(other, "shop/apps/Deployment/other")
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.statusWrites()); n != 0 {
+		t.Fatalf("%d status writes while another target wakes, want 0", n)
+	}
+	f.ctrl.release(other)
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n, calls := len(f.statusWrites()), len(f.scaler.calls); n != 1 || calls != 1 {
+		t.Fatalf("%d status writes and %d scale writes once alone, want 1 and 1", n, calls)
+	}
+}

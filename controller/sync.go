@@ -58,6 +58,15 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		// request again, which then finds the target up.
 		return nil
 	}
+	if hold := r.statusHold(); hold > 0 {
+		// Scale first, account later: other requests wait in the queue, and their scale writes
+		// matter more than this request's status. The write's outcome is kept (outcomes) and
+		// written when the target is ready (its inventory event queues the request), in one
+		// status write instead of two, or once no other wake is under way, or at the latest
+		// after a rescale window.
+		c.queue.AddAfter(key, hold)
+		return nil
+	}
 	if r.holdWrite {
 		// The target was already up and its watch is listing it: one status write once the
 		// watch answers says Ready at once, instead of Scaling now and Ready a moment later.
@@ -149,6 +158,22 @@ type reconciliation struct {
 	busy bool
 	// holdWrite is set when the status write should wait for the target watch's first answer.
 	holdWrite bool
+	// writtenAt is when the scale write this pass reports was made, if its status write is
+	// still to come and may wait (a first scale, not a fight's, which is reported at once).
+	writtenAt time.Time
+}
+
+// statusHold returns how long the status write of a scale write may still wait (0: write it
+// now). It waits while other requests are queued or other targets are waking (a burst), for
+// their scale writes to go first and for this target's readiness, unless this pass has
+// readiness or a failure to report, the controller is stopping, or the write is a rescale
+// window old. A single wake is written at once.
+func (r *reconciliation) statusHold() time.Duration {
+	if r.writtenAt.IsZero() || r.done || r.c.queue.ShuttingDown() || !r.scaledNow() ||
+		(r.c.queue.Len() == 0 && r.c.Active() <= 1) {
+		return 0
+	}
+	return max(r.writtenAt.Add(r.c.config.RescaleDuration).Sub(r.now), 0)
 }
 
 // report records the pass's metrics and events, after its status write.
@@ -294,7 +319,7 @@ func (r *reconciliation) follow(ctx context.Context, target scaling.Target) erro
 	if err != nil {
 		return r.scaleFailed(ctx, target, err)
 	}
-	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, current.Resource, r.sr.Namespace, target.Ref.Name)
+	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, current.Resource, r.sr.Namespace, target.Ref.Name, "")
 	r.c.hold(r.key, r.id)
 	return nil
 }
@@ -329,6 +354,9 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 
 	// A write whose status write failed is reported as it was, not found again as "already up".
 	if o, ok := r.c.outcomes.get(r.key, r.sr.UID, r.sr.Generation); ok {
+		if !o.fight {
+			r.writtenAt = o.writtenAt
+		}
 		return r.scaled(ctx, target, minReplicas, o.fight, o.result, o.writtenAt, false)
 	}
 
@@ -391,6 +419,9 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 	// Kept until a status write carries it, also when nothing was written: a pass that waits
 	// for the target watch's first answer before writing status must not ask /scale again.
 	r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt})
+	if !fight {
+		r.writtenAt = writtenAt
+	}
 	return r.scaled(ctx, target, minReplicas, fight, result, writtenAt, result.Scaled)
 }
 
@@ -401,12 +432,14 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minReplicas int32, fight bool, result scaling.Result, writtenAt time.Time, wroteNow bool) error {
 	sr, status := r.sr, &r.sr.Status
 	logger := klog.FromContext(ctx)
+	after := ""
 	if wroteNow {
-		// Restart the watch so that every state it reports comes after this write: an event
-		// still in flight from before it would look like the target falling back below minimum.
+		// Follow the target afresh, seeing only states from this write on: an event still in
+		// flight from before it would look like the target falling back below minimum.
 		r.c.watcher.Forget(r.id)
+		after = result.ResourceVersion
 	}
-	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, result.Resource, sr.Namespace, target.Ref.Name)
+	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, result.Resource, sr.Namespace, target.Ref.Name, after)
 	r.c.hold(r.key, r.id)
 
 	previous := result.PreviousReplicas

@@ -28,6 +28,10 @@ type Result struct {
 	Replicas int32
 	// Scaled is true when ScaleUp wrote the replica count.
 	Scaled bool
+	// ResourceVersion is the target's resourceVersion in the API server's last answer (after
+	// the write, if one was made): a cache of the target reflects the write once it holds this
+	// version or a later one.
+	ResourceVersion string
 }
 
 // ScaleHandler raises targets to a minimum replica count through /scale. It never lowers
@@ -76,7 +80,7 @@ func (h *ScaleHandler) scaleUp(ctx context.Context, target Target, gvr schema.Gr
 
 	s, err := scales.Patch(ctx, gvr, target.Ref.Name, types.JSONPatchType, fromZeroPatch(minReplicas), metav1.PatchOptions{})
 	if err == nil {
-		result.PreviousReplicas, result.Replicas, result.Scaled = 0, s.Spec.Replicas, true
+		result.PreviousReplicas, result.Replicas, result.Scaled, result.ResourceVersion = 0, s.Spec.Replicas, true, s.ResourceVersion
 		return result, nil
 	}
 	if !isTestFailed(err) {
@@ -87,7 +91,7 @@ func (h *ScaleHandler) scaleUp(ctx context.Context, target Target, gvr schema.Gr
 	if err != nil {
 		return result, h.classify(target, gvr, err)
 	}
-	result.PreviousReplicas, result.Replicas = s.Spec.Replicas, s.Spec.Replicas
+	result.PreviousReplicas, result.Replicas, result.ResourceVersion = s.Spec.Replicas, s.Spec.Replicas, s.ResourceVersion
 	if s.Spec.Replicas >= minReplicas {
 		return result, nil
 	}
@@ -96,7 +100,7 @@ func (h *ScaleHandler) scaleUp(ctx context.Context, target Target, gvr schema.Gr
 	if err != nil {
 		return result, h.classify(target, gvr, err)
 	}
-	result.Replicas, result.Scaled = s.Spec.Replicas, true
+	result.Replicas, result.Scaled, result.ResourceVersion = s.Spec.Replicas, true, s.ResourceVersion
 	return result, nil
 }
 
@@ -107,7 +111,7 @@ func (h *ScaleHandler) Current(ctx context.Context, target Target) (Result, erro
 		if err != nil {
 			return Result{Resource: gvr}, h.classify(target, gvr, err)
 		}
-		return Result{Resource: gvr, PreviousReplicas: s.Spec.Replicas, Replicas: s.Spec.Replicas}, nil
+		return Result{Resource: gvr, PreviousReplicas: s.Spec.Replicas, Replicas: s.Spec.Replicas, ResourceVersion: s.ResourceVersion}, nil
 	})
 }
 

@@ -194,7 +194,9 @@ func TestScaleUpFromZeroIsOnePatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Result{Resource: deploymentsV1, PreviousReplicas: 0, Replicas: 2, Scaled: true}
+	// The resourceVersion is the write's, so that a cache of the target can tell when it has
+	// caught up with it.
+	want := Result{Resource: deploymentsV1, PreviousReplicas: 0, Replicas: 2, Scaled: true, ResourceVersion: "2"}
 	if result != want {
 		t.Fatalf("result %+v, want %+v", result, want)
 	}

@@ -21,6 +21,8 @@ type InventoryEntry struct {
 	State TargetState
 	// Annotations holds only the annotations the inventory was asked to keep.
 	Annotations map[string]string
+	// ResourceVersion is the workload's resourceVersion the entry reflects.
+	ResourceVersion string
 }
 
 // Inventory follows the workloads that match a label selector (the ones their owners marked),
@@ -117,7 +119,7 @@ func (i *Inventory) Lookup(ctx context.Context, gk schema.GroupKind, resource sc
 	if !ok {
 		return InventoryEntry{}, false, nil
 	}
-	return InventoryEntry{State: o.state, Annotations: o.Annotations}, true, nil
+	return InventoryEntry{State: o.state, Annotations: o.Annotations, ResourceVersion: o.ResourceVersion}, true, nil
 }
 
 // Stop ends every informer and waits for them.

@@ -152,8 +152,10 @@ func NewWatcher(client dynamic.Interface, notify func(id string)) *Watcher {
 }
 
 // Watch starts watching the named object of resource under id; it is a no-op if id is already
-// watched for the same object. The watch ends with Forget, StopAll or ctx.
-func (w *Watcher) Watch(ctx context.Context, id string, resource schema.GroupVersionResource, namespace, name string) {
+// watched for the same object. The watch ends with Forget, StopAll or ctx. after, the
+// resourceVersion of a write the caller made, needs no handling here: a watch started after
+// the write lists the target as it is since.
+func (w *Watcher) Watch(ctx context.Context, id string, resource schema.GroupVersionResource, namespace, name, after string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if t, ok := w.targets[id]; ok {

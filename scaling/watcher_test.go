@@ -59,7 +59,7 @@ func TestWatcherFollowsOneTarget(t *testing.T) {
 	w := NewWatcher(client, func(id string) { notified <- id })
 	defer w.StopAll()
 
-	w.Watch(ctx, "web", deploymentsV1, "shop", "web")
+	w.Watch(ctx, "web", deploymentsV1, "shop", "web", "")
 	expectState := func(want func(TargetState) bool) {
 		t.Helper()
 		for {
@@ -103,7 +103,7 @@ func TestWatcherReportsMissingTarget(t *testing.T) {
 	notified := make(chan string, 1)
 	w := NewWatcher(client, func(id string) { notified <- id })
 	defer w.StopAll()
-	w.Watch(ctx, "web", deploymentsV1, "shop", "web")
+	w.Watch(ctx, "web", deploymentsV1, "shop", "web", "")
 	select {
 	case <-notified:
 	case <-time.After(10 * time.Second):

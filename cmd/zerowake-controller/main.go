@@ -262,7 +262,10 @@ func run(ctx context.Context, opts *options) error {
 			AllowedKinds:    allowed,
 			Inventory:       inventory,
 			RequireOptIn:    opts.requireOptIn,
-			QueueMetrics:    newQueueMetrics(registry),
+			// Every target a request may wake is in the inventory then: waiting for its
+			// readiness costs no watch of its own.
+			FollowInInventory: opts.requireOptIn,
+			QueueMetrics:      newQueueMetrics(registry),
 		})
 	if err != nil {
 		return err

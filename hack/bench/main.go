@@ -3,12 +3,15 @@
 //
 // It starts its own control plane (hack/localcluster), installs crds/ and deploy/, builds the
 // controller and runs it as a process with the ServiceAccount identity deploy/ binds, then runs
-// six scenarios: floor (the API round trips a controller cannot avoid, with no controller
-// involved), single (sequential wakes), burst (1,000 wakes at once, default flags), herd (10,000
-// Wake calls for one target through the wake client), gate (the wake gate, see gate.go) and
-// footprint (memory and idle writes). It prints a table, writes JSON to $BENCH_OUT (default
-// bench-results.json at the repository root) and a PNG with the latency CDFs of scenario 2 next
-// to it. BENCH_QUICK=1 takes fewer samples.
+// six scenarios: floor (with no controller: the one-PATCH floor, a /scale PATCH per fresh target
+// timed from being sent until seen, and the three requests a ScaleRequest-driven wake makes),
+// single (sequential wakes), burst (for each size, 100 and 1,000 and 10,000, or 100 and 500
+// quick: the one-PATCH floor of that many targets at once, then as many wakes at once, default
+// flags), herd (10,000 Wake calls for one target through the wake client), gate (the wake gate,
+// see gate.go) and footprint (memory and idle writes). Single and burst figures run from the
+// signal being sent and are given as ratios to the one-PATCH floor. It prints a table, writes
+// JSON to $BENCH_OUT (default bench-results.json at the repository root) and a PNG with the
+// latency CDFs of scenario 2 and the floors next to it. BENCH_QUICK=1 takes fewer samples.
 // Every event is timestamped from watches as it arrives; nothing is timed by polling.
 package main
 
@@ -45,10 +48,11 @@ type config struct {
 	only       map[string]bool
 	extraArgs  []string
 
-	floorN, singleN, burstN int
-	herdCalls, herdWorkers  int
-	fpSRs, fpDeploys        int
-	idleWindow, settle      time.Duration
+	floorN, singleN        int
+	burstSizes             []int
+	herdCalls, herdWorkers int
+	fpSRs, fpDeploys       int
+	idleWindow, settle     time.Duration
 }
 
 type bench struct {
@@ -90,12 +94,13 @@ func run() error {
 		defOut = filepath.Join(root, "bench-results.json")
 	}
 	quick, _ := strconv.ParseBool(os.Getenv("BENCH_QUICK"))
-	var only, extra string
+	var only, extra, bursts string
 	flag.StringVar(&cfg.out, "out", defOut, "JSON output path ($BENCH_OUT); the PNG plot goes next to it with the same basename.")
 	flag.BoolVar(&cfg.quick, "quick", quick, "Fewer samples, same scenarios ($BENCH_QUICK=1).")
 	flag.StringVar(&cfg.profileDir, "profile-dir", "", "If set, save controller CPU profiles of scenarios 2 and 3 and heap profiles of scenarios 3 and 5 here.")
 	flag.StringVar(&only, "only", "", "Comma-separated scenarios to run (floor,single,burst,herd,gate,footprint); empty means all.")
 	flag.StringVar(&extra, "controller-args", "", "Extra controller flags, space-separated (for experiments; the published run uses none).")
+	flag.StringVar(&bursts, "bursts", "", "Comma-separated burst sizes, each run after its one-PATCH floor (default 100,500 quick, 100,1000,10000 full).")
 	flag.StringVar(&cfg.binary, "controller-binary", "", "Run this controller binary instead of building cmd/zerowake-controller (for experiments).")
 	flag.Parse()
 	for _, s := range strings.Split(only, ",") {
@@ -105,17 +110,27 @@ func run() error {
 	}
 	cfg.extraArgs = strings.Fields(extra)
 	if cfg.quick {
-		cfg.floorN, cfg.singleN, cfg.burstN = 60, 60, 300
+		cfg.floorN, cfg.singleN, cfg.burstSizes = 60, 60, []int{100, 500}
 		cfg.herdCalls, cfg.herdWorkers = 10000, 100
 		cfg.fpSRs, cfg.fpDeploys = 10000, 10000
 		cfg.idleWindow, cfg.settle = 30*time.Second, 3*time.Second
 	} else {
-		cfg.floorN, cfg.singleN, cfg.burstN = 200, 200, 1000
+		cfg.floorN, cfg.singleN, cfg.burstSizes = 200, 200, []int{100, 1000, 10000}
 		cfg.herdCalls, cfg.herdWorkers = 10000, 100
 		cfg.fpSRs, cfg.fpDeploys = 10000, 10000
 		// Long enough for the runtime to return most of what the start-up list freed to the
 		// OS, so that RSS readings are steady.
 		cfg.idleWindow, cfg.settle = 60*time.Second, 30*time.Second
+	}
+	if bursts != "" {
+		cfg.burstSizes = nil
+		for _, f := range strings.Split(bursts, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				return fmt.Errorf("-bursts: %q is not a burst size", f)
+			}
+			cfg.burstSizes = append(cfg.burstSizes, n)
+		}
 	}
 	if v := os.Getenv("BENCH_FOOTPRINT_N"); v != "" { // for development only
 		n, err := strconv.Atoi(v)

@@ -43,11 +43,60 @@ func (b *bench) idleTargets(ctx context.Context, ns, prefix string, n int) ([]st
 	return targets, tr, err
 }
 
-type floorSamples struct{ create, scale, status, total samples }
+type floorSamples struct{ patchScaled, patchReady, create, scale, status, total samples }
 
-// floor times, with no controller running, the three requests a controller cannot avoid per
-// wake: the resolver's create, the scale write and the status write.
+// floor times, with no controller running, first the one-PATCH floor: one /scale PATCH per
+// fresh idle target, from being sent until the replicas and then the Deployment's readiness
+// are seen, as scenario 2 times its wakes; then the three requests a ScaleRequest-driven wake
+// makes: the resolver's create, the scale write and the status write.
 func (b *bench) floor(ctx context.Context) error {
+	if err := b.patchFloor(ctx); err != nil {
+		return err
+	}
+	return b.requestsFloor(ctx)
+}
+
+// patchFloor is the one-PATCH floor of scenario 2: sequential, each round once the previous
+// target is ready.
+func (b *bench) patchFloor(ctx context.Context) error {
+	const ns, warmup = "zw-bench-floor-patch", 5
+	n := b.cfg.floorN
+	tctx, tcancel := context.WithCancel(ctx)
+	defer tcancel()
+	targets, tr, err := b.idleTargets(tctx, ns, "patch", n+warmup)
+	if err != nil {
+		return err
+	}
+	scales := b.scales.Scales(ns)
+	for i, name := range targets {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		sent := time.Now()
+		_, err := scales.Patch(rctx, deploymentsGVR, name, types.JSONPatchType, fromZeroPatch(1), metav1.PatchOptions{})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("scale: %w", err)
+		}
+		if err := tr.wait(ctx, 60*time.Second, "Deployment "+name+" to be ready", func(t *tracker) bool {
+			e := t.byName[name]
+			return e != nil && !e.specScaled.IsZero() && !e.deployReady.IsZero()
+		}); err != nil {
+			return err
+		}
+		if i < warmup {
+			continue
+		}
+		e := tr.get(name)
+		b.floorTs.patchScaled = append(b.floorTs.patchScaled, e.specScaled.Sub(sent))
+		b.floorTs.patchReady = append(b.floorTs.patchReady, e.deployReady.Sub(sent))
+	}
+	b.results.Floor.PatchScaledMs = b.floorTs.patchScaled.percentiles()
+	b.results.Floor.PatchReadyMs = b.floorTs.patchReady.percentiles()
+	logf("floor: one PATCH sent → replicas seen %s, → Deployment ready %s ms", ms(b.results.Floor.PatchScaledMs), ms(b.results.Floor.PatchReadyMs))
+	return nil
+}
+
+// requestsFloor times the three-request floor.
+func (b *bench) requestsFloor(ctx context.Context) error {
 	const ns, warmup = "zw-bench-floor", 5
 	n := b.cfg.floorN
 	// Each round waits, untimed, for its Deployment to be ready before the next begins, as
@@ -60,7 +109,7 @@ func (b *bench) floor(ctx context.Context) error {
 	}
 	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(ns)
 	scales := b.scales.Scales(ns)
-	var s floorSamples
+	s := b.floorTs
 	cpu0 := b.cpuSeconds()
 	for i, name := range targets {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -108,62 +157,66 @@ func (b *bench) floor(ctx context.Context) error {
 		s.total = append(s.total, t3.Sub(t0))
 	}
 	b.floorTs = s
-	b.results.Floor = Floor{N: n, CreateMs: s.create.percentiles(), ScaleMs: s.scale.percentiles(),
-		StatusMs: s.status.percentiles(), TotalMs: s.total.percentiles(), CPUS: cpuDelta(cpu0, b.cpuSeconds())}
+	f := &b.results.Floor
+	f.N, f.CreateMs, f.ScaleMs, f.StatusMs, f.TotalMs = n, s.create.percentiles(), s.scale.percentiles(), s.status.percentiles(), s.total.percentiles()
+	f.CPUS = cpuDelta(cpu0, b.cpuSeconds())
 	logf("floor: create %s, scale %s, status %s, total %s ms", ms(b.results.Floor.CreateMs), ms(b.results.Floor.ScaleMs),
 		ms(b.results.Floor.StatusMs), ms(b.results.Floor.TotalMs))
 	// No controller should ever find these half-done requests.
-	if err := srs.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil {
-		return err
-	}
-	return b.burstFloor(ctx)
+	return srs.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 }
 
-// burstFloor does scenario 3 without a controller: for as many idle Deployments, at once
-// (100 goroutines), the floor's three requests, then waits for every Deployment to be ready.
-// It says how fast this control plane can take the burst at all.
-func (b *bench) burstFloor(ctx context.Context) error {
-	const ns = "zw-bench-burst-floor"
-	n := b.cfg.burstN
+// burstFloor is the one-PATCH floor of a burst of n: the benchmark PATCHes /scale of n fresh
+// idle Deployments at once (100 goroutines, as the burst's creates), then waits for all to be
+// ready. No ScaleRequest names them and they carry no wake label, so the controller, idle
+// meanwhile, never hears of them: the figures are the control plane's alone.
+func (b *bench) burstFloor(ctx context.Context, n int) error {
+	ns := fmt.Sprintf("zw-bench-burst-floor-%d", n)
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	targets, tr, err := b.idleTargets(tctx, ns, "bfloor", n)
+	if err := createNamespace(ctx, b.kube, ns); err != nil {
+		return err
+	}
+	targets := names("bfloor", n)
+	if err := createDeploymentsNoWait(ctx, b.kube, ns, targets, 0, false); err != nil {
+		return err
+	}
+	if err := waitObserved(ctx, b.kube, ns, n); err != nil {
+		return err
+	}
+	tr, err := newTracker(tctx, b.kube, b.zw, ns, 1)
 	if err != nil {
 		return err
 	}
-	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(ns)
 	scales := b.scales.Scales(ns)
 	cpu0 := b.cpuSeconds()
 	t0 := time.Now()
 	err = parallel(ctx, n, 100, func(ctx context.Context, i int) error {
-		name := targets[i]
-		sr, err := srs.Create(ctx, scaleRequest(ns, name), metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-		if _, err := scales.Patch(ctx, deploymentsGVR, name, types.JSONPatchType, fromZeroPatch(1), metav1.PatchOptions{}); err != nil {
-			return err
-		}
-		sr.Status = readyStatus(sr, name)
-		_, err = srs.UpdateStatus(ctx, sr, metav1.UpdateOptions{FieldManager: "zerowake-controller"})
+		_, err := scales.Patch(ctx, deploymentsGVR, targets[i], types.JSONPatchType, fromZeroPatch(1), metav1.PatchOptions{})
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	if err := tr.wait(ctx, 10*time.Minute, fmt.Sprintf("%d Deployments to be ready", n), func(t *tracker) bool {
+	if err := tr.wait(ctx, burstTimeout(n), fmt.Sprintf("%d Deployments to be ready", n), func(t *tracker) bool {
 		return t.counts.specScaled >= n && t.counts.deployReady >= n
 	}); err != nil {
 		return err
 	}
-	b.results.Burst.FloorCPUS = cpuDelta(cpu0, b.cpuSeconds())
+	r := Burst{Deployments: n, FloorCPUS: cpuDelta(cpu0, b.cpuSeconds())}
 	tr.mu.Lock()
-	b.results.Burst.FloorAllScaledS = round2(tr.last.specScaled.Sub(t0).Seconds())
-	b.results.Burst.FloorDeploymentsReadyS = round2(tr.last.deployReady.Sub(t0).Seconds())
+	r.FloorAllScaledS = round2(tr.last.specScaled.Sub(t0).Seconds())
+	r.FloorAllReadyS = round2(tr.last.deployReady.Sub(t0).Seconds())
 	tr.mu.Unlock()
-	logf("burst floor: %d Deployments scaled in %.2fs, ready in %.2fs; CPU seconds %v", n, b.results.Burst.FloorAllScaledS,
-		b.results.Burst.FloorDeploymentsReadyS, b.results.Burst.FloorCPUS)
-	return srs.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	b.results.Bursts = append(b.results.Bursts, r)
+	logf("burst %d floor: one PATCH each: scaled in %.2fs, ready in %.2fs; CPU seconds %v", n, r.FloorAllScaledS, r.FloorAllReadyS, r.FloorCPUS)
+	return nil
+}
+
+// burstTimeout bounds each wait of a burst of n: generous, as it only catches a burst that
+// never completes.
+func burstTimeout(n int) time.Duration {
+	return 5*time.Minute + time.Duration(n)*100*time.Millisecond
 }
 
 type singleSamples struct {
@@ -225,19 +278,32 @@ func (b *bench) runSingle(ctx context.Context) error {
 	b.single = s
 	r := Single{N: n, ScaledMs: s.scaled.percentiles(), StatusMs: s.status.percentiles(), ReadyMs: s.ready.percentiles(),
 		ReadyDetectMs: s.detect.percentiles(), CPUS: cpuDelta(cpu0, b.cpuSeconds())}
-	r.OverheadRatioP50 = ratio(r.ScaledMs.P50, b.results.Floor.CreateMs.P50+b.results.Floor.ScaleMs.P50)
-	r.SentScaledMs = s.sentScaled.percentiles()
-	r.SentOverheadRatioP50 = ratio(r.SentScaledMs.P50, b.results.Floor.CreateMs.P50+b.results.Floor.ScaleMs.P50)
+	r.SentScaledMs, r.SentReadyMs = s.sentScaled.percentiles(), s.sentReady.percentiles()
+	r.ScaledRatioP50 = ratio(r.SentScaledMs.P50, b.results.Floor.PatchScaledMs.P50)
+	r.ReadyRatioP50 = ratio(r.SentReadyMs.P50, b.results.Floor.PatchReadyMs.P50)
 	b.results.Single = r
-	logf("single: scaled %s, status %s, ready %s, ready detect %s ms; Scaled reasons %v; CPU seconds %v", ms(r.ScaledMs), ms(r.StatusMs),
-		ms(r.ReadyMs), ms(r.ReadyDetectMs), reasons, r.CPUS)
+	logf("single: sent → scaled %s (%.2f× floor), sent → Ready %s (%.2f× floor), ready detect %s ms; Scaled reasons %v; CPU seconds %v",
+		ms(r.SentScaledMs), r.ScaledRatioP50, ms(r.SentReadyMs), r.ReadyRatioP50, ms(r.ReadyDetectMs), reasons, r.CPUS)
 	return nil
 }
 
-// burst creates ScaleRequests for many idle Deployments at once.
+// burst runs, for each burst size, the one-PATCH floor and then the controller's burst.
 func (b *bench) burst(ctx context.Context) error {
-	const ns = "zw-bench-burst"
-	n := b.cfg.burstN
+	for _, n := range b.cfg.burstSizes {
+		if err := b.burstFloor(ctx, n); err != nil {
+			return err
+		}
+		if err := b.burstOf(ctx, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// burstOf creates ScaleRequests for n idle Deployments at once, and times them against the
+// floor burstFloor just measured.
+func (b *bench) burstOf(ctx context.Context, n int) error {
+	ns := fmt.Sprintf("zw-bench-burst-%d", n)
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	targets, tr, err := b.idleTargets(tctx, ns, "burst", n)
@@ -248,7 +314,8 @@ func (b *bench) burst(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	profileDone := b.cpuProfile(ctx, "burst", 20*time.Second)
+	label := fmt.Sprintf("burst-%d", n)
+	profileDone := b.cpuProfile(ctx, label, 20*time.Second)
 	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(ns)
 	cpu0 := b.cpuSeconds()
 	t0 := time.Now()
@@ -260,18 +327,18 @@ func (b *bench) burst(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating ScaleRequests: %w", err)
 	}
-	if err := tr.wait(ctx, 5*time.Minute, fmt.Sprintf("%d Deployments to be scaled", n), func(t *tracker) bool { return t.counts.specScaled >= n }); err != nil {
+	if err := tr.wait(ctx, burstTimeout(n), fmt.Sprintf("%d Deployments to be scaled", n), func(t *tracker) bool { return t.counts.specScaled >= n }); err != nil {
 		return err
 	}
-	// Every target is being watched for readiness now: the burst's memory peak.
+	// Every target is being waited for now: the burst's memory peak.
 	if peak, err := scrape(ctx, b.ctrl.Ops); err == nil {
-		logf("burst: all scaled; controller rss %.1f MiB, heap in use %.1f MiB, stacks %.1f MiB, %v goroutines",
+		logf("burst %d: all scaled; controller rss %.1f MiB, heap in use %.1f MiB, stacks %.1f MiB, %v goroutines", n,
 			metricValue(peak, "process_resident_memory_bytes")/(1<<20), metricValue(peak, "go_memstats_heap_inuse_bytes")/(1<<20),
 			metricValue(peak, "go_memstats_stack_inuse_bytes")/(1<<20), metricValue(peak, "go_goroutines"))
 	}
-	b.saveProfile(ctx, "goroutine", "burst")
-	b.saveProfile(ctx, "heap", "burst")
-	if err := tr.wait(ctx, 10*time.Minute, fmt.Sprintf("%d ScaleRequests to be Ready", n), func(t *tracker) bool {
+	b.saveProfile(ctx, "goroutine", label)
+	b.saveProfile(ctx, "heap", label)
+	if err := tr.wait(ctx, burstTimeout(n), fmt.Sprintf("%d ScaleRequests to be Ready", n), func(t *tracker) bool {
 		return t.counts.condReady >= n && t.counts.deployReady >= n
 	}); err != nil {
 		return err
@@ -285,24 +352,26 @@ func (b *bench) burst(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r := &b.results.Bursts[len(b.results.Bursts)-1]
 	tr.mu.Lock()
-	r := Burst{
-		Deployments:        n,
-		AllScaledS:         round2(tr.last.specScaled.Sub(t0).Seconds()),
-		AllReadyS:          round2(tr.last.condReady.Sub(t0).Seconds()),
-		CreateS:            round2(created.Seconds()),
-		DeploymentsReadyS:  round2(tr.last.deployReady.Sub(t0).Seconds()),
-		ControllerRequests: requestDelta(apiRequests(before), apiRequests(after)),
-		CPUS:               cpu,
-		PeakRSSMiB:         peakRSSMiB(b.ctrl.Pid()),
-	}
+	r.AllScaledS = round2(tr.last.specScaled.Sub(t0).Seconds())
+	r.AllReadyS = round2(tr.last.condReady.Sub(t0).Seconds())
+	r.DeploymentsReadyS = round2(tr.last.deployReady.Sub(t0).Seconds())
+	r.Ready = tr.counts.condReady
 	tr.mu.Unlock()
+	r.CreateS = round2(created.Seconds())
+	r.ControllerRequests = requestDelta(apiRequests(before), apiRequests(after))
+	r.RequestsPerWake = map[string]float64{}
+	for k, v := range r.ControllerRequests {
+		r.RequestsPerWake[k] = round2(v / float64(n))
+	}
+	r.CPUS = cpu
+	r.PeakRSSMiB = peakRSSMiB(b.ctrl.Pid())
 	r.ScaledPerS = round2(float64(n) / r.AllScaledS)
-	r.FloorAllScaledS, r.FloorDeploymentsReadyS = b.results.Burst.FloorAllScaledS, b.results.Burst.FloorDeploymentsReadyS
-	r.FloorCPUS = b.results.Burst.FloorCPUS
-	b.results.Burst = r
-	logf("burst: all scaled %.2fs, all ready %.2fs (creates took %.2fs, deployments ready %.2fs); controller peak RSS %.1f MiB; controller requests %v; CPU seconds %v",
-		r.AllScaledS, r.AllReadyS, r.CreateS, r.DeploymentsReadyS, r.PeakRSSMiB, r.ControllerRequests, r.CPUS)
+	r.ScaledRatio = ratio(r.AllScaledS, r.FloorAllScaledS)
+	r.ReadyRatio = ratio(r.AllReadyS, r.FloorAllReadyS)
+	logf("burst %d: all scaled %.2fs (%.2f× floor), all Ready %.2fs (%.2f× floor); creates took %.2fs, deployments ready %.2fs; controller peak RSS %.1f MiB; controller requests %v; CPU seconds %v",
+		n, r.AllScaledS, r.ScaledRatio, r.AllReadyS, r.ReadyRatio, r.CreateS, r.DeploymentsReadyS, r.PeakRSSMiB, r.ControllerRequests, r.CPUS)
 	return nil
 }
 

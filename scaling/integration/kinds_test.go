@@ -64,7 +64,7 @@ func TestReadinessRuleOnACustomKind(t *testing.T) {
 		}
 	})
 	t.Cleanup(watcher.StopAll)
-	watcher.Watch(ctx, "g", gadgets, ns, "g")
+	watcher.Watch(ctx, "g", gadgets, ns, "g", "")
 
 	setStatus := func(status map[string]any) {
 		t.Helper()
