@@ -35,6 +35,10 @@ func indexed(sr *v1alpha1.ScaleRequest) bool {
 // update moves a request from its old version's entry to its new one's; old is nil for an
 // addition, current nil for a deletion.
 func (r *requestsByTarget) update(old, current *v1alpha1.ScaleRequest) {
+	if old != nil && current != nil && old.Spec.ScaleTargetRef == current.Spec.ScaleTargetRef && indexed(old) == indexed(current) {
+		// Most updates (status writes above all) leave the entry as it is.
+		return
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if old != nil {
@@ -56,7 +60,8 @@ func (r *requestsByTarget) remove(id string, key cache.ObjectName) {
 	case len(keys) == 1:
 		delete(r.byTarget, id)
 	default:
-		r.byTarget[id] = slices.Delete(slices.Clone(keys), i, i+1)
+		// In place: requests hands out copies, never this slice.
+		r.byTarget[id] = slices.Delete(keys, i, i+1)
 	}
 }
 
