@@ -31,6 +31,35 @@ func createNamespace(ctx context.Context, kube kubernetes.Interface, ns string) 
 	})
 }
 
+// deleteNamespaces deletes the namespaces and waits until they are gone, so that what they held
+// (Deployments the inventory follows, pods the control plane runs) weighs on no later scenario.
+// Cleanup only: a namespace still terminating after timeout is logged, not an error.
+func deleteNamespaces(ctx context.Context, kube kubernetes.Interface, timeout time.Duration, namespaces ...string) error {
+	for _, ns := range namespaces {
+		if err := kube.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("deleting namespace %s: %w", ns, err)
+		}
+	}
+	t := time.Now()
+	err := poll(ctx, timeout, time.Second, fmt.Sprintf("namespaces %v to be deleted", namespaces), func(ctx context.Context) (bool, error) {
+		for _, ns := range namespaces {
+			if _, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		logf("cleanup: %v", err)
+		return nil
+	}
+	logf("cleanup: namespaces %v deleted in %s", namespaces, time.Since(t).Round(time.Millisecond))
+	return nil
+}
+
 // poll is for setup only (never for timing): it calls check every interval until it is done.
 func poll(ctx context.Context, timeout, interval time.Duration, what string, check func(context.Context) (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -117,10 +146,13 @@ func createDeploymentsNoWait(ctx context.Context, kube kubernetes.Interface, ns 
 	return nil
 }
 
-// waitObserved waits until the deployment controller has observed n Deployments in ns.
+// waitObserved waits until the deployment controller has observed n Deployments in ns. Each
+// look lists them all, so it looks less often the more there are: listing 10,000 Deployments
+// twice a second took a share of the API server that slowed the very controller waited for.
 func waitObserved(ctx context.Context, kube kubernetes.Interface, ns string, n int) error {
-	timeout := 60*time.Second + time.Duration(n)*20*time.Millisecond
-	return poll(ctx, timeout, 500*time.Millisecond, fmt.Sprintf("the %d deployments in %s to be observed", n, ns), func(ctx context.Context) (bool, error) {
+	timeout := 60*time.Second + time.Duration(n)*60*time.Millisecond
+	interval := 500*time.Millisecond + time.Duration(n)*500*time.Microsecond
+	return poll(ctx, timeout, interval, fmt.Sprintf("the %d deployments in %s to be observed", n, ns), func(ctx context.Context) (bool, error) {
 		list, err := kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
 		if err != nil {
 			return false, err

@@ -109,6 +109,11 @@ func run() error {
 		}
 	}
 	cfg.extraArgs = strings.Fields(extra)
+	if cfg.profileDir != "" {
+		if err := os.MkdirAll(cfg.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
 	if cfg.quick {
 		cfg.floorN, cfg.singleN, cfg.burstSizes = 60, 60, []int{100, 500}
 		cfg.herdCalls, cfg.herdWorkers = 10000, 100

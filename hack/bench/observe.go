@@ -194,6 +194,19 @@ func (t *tracker) get(name string) times {
 	return times{}
 }
 
+// scaledSince returns, for each target seen scaled, the time from sent[i] until then.
+func (t *tracker) scaledSince(targets []string, sent []time.Time) samples {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(samples, 0, len(targets))
+	for i, name := range targets {
+		if e := t.byName[name]; e != nil && !e.specScaled.IsZero() {
+			out = append(out, e.specScaled.Sub(sent[i]))
+		}
+	}
+	return out
+}
+
 // wait blocks until cond (called with the lock held) holds, ctx ends or timeout passes.
 func (t *tracker) wait(ctx context.Context, timeout time.Duration, what string, cond func(t *tracker) bool) error {
 	deadline := time.NewTimer(timeout)

@@ -80,6 +80,11 @@ type Burst struct {
 	ScaledRatio float64 `json:"scaled_ratio"`
 	ReadyRatio  float64 `json:"ready_ratio"`
 	ScaledPerS  float64 `json:"scaled_per_s"`
+	// FloorWakeScaledMs and WakeScaledMs: each target's own time from its signal (the floor's
+	// PATCH, the ScaleRequest create) being sent until it was seen scaled. Against the
+	// all-scaled figures they tell a slow tail from a slow pipeline.
+	FloorWakeScaledMs Percentiles `json:"floor_wake_scaled_ms"`
+	WakeScaledMs      Percentiles `json:"wake_scaled_ms"`
 	// CreateS is how long the benchmark took to create every ScaleRequest.
 	CreateS float64 `json:"create_s"`
 	// DeploymentsReadyS is when the last Deployment had a ready replica: the part of

@@ -191,7 +191,9 @@ func (b *bench) burstFloor(ctx context.Context, n int) error {
 	scales := b.scales.Scales(ns)
 	cpu0 := b.cpuSeconds()
 	t0 := time.Now()
+	sent := make([]time.Time, n)
 	err = parallel(ctx, n, 100, func(ctx context.Context, i int) error {
+		sent[i] = time.Now()
 		_, err := scales.Patch(ctx, deploymentsGVR, targets[i], types.JSONPatchType, fromZeroPatch(1), metav1.PatchOptions{})
 		return err
 	})
@@ -208,6 +210,7 @@ func (b *bench) burstFloor(ctx context.Context, n int) error {
 	r.FloorAllScaledS = round2(tr.last.specScaled.Sub(t0).Seconds())
 	r.FloorAllReadyS = round2(tr.last.deployReady.Sub(t0).Seconds())
 	tr.mu.Unlock()
+	r.FloorWakeScaledMs = tr.scaledSince(targets, sent).percentiles()
 	b.results.Bursts = append(b.results.Bursts, r)
 	logf("burst %d floor: one PATCH each: scaled in %.2fs, ready in %.2fs; CPU seconds %v", n, r.FloorAllScaledS, r.FloorAllReadyS, r.FloorCPUS)
 	return nil
@@ -296,6 +299,11 @@ func (b *bench) burst(ctx context.Context) error {
 		if err := b.burstOf(ctx, n); err != nil {
 			return err
 		}
+		// The targets are marked: left in place, the controller's inventory would carry them
+		// into every later figure (the footprint's above all).
+		if err := deleteNamespaces(ctx, b.kube, burstTimeout(n), fmt.Sprintf("zw-bench-burst-floor-%d", n), fmt.Sprintf("zw-bench-burst-%d", n)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -319,7 +327,9 @@ func (b *bench) burstOf(ctx context.Context, n int) error {
 	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(ns)
 	cpu0 := b.cpuSeconds()
 	t0 := time.Now()
+	sent := make([]time.Time, n)
 	err = parallel(ctx, n, 100, func(ctx context.Context, i int) error {
+		sent[i] = time.Now()
 		_, err := srs.Create(ctx, scaleRequest(ns, targets[i]), metav1.CreateOptions{})
 		return err
 	})
@@ -359,6 +369,7 @@ func (b *bench) burstOf(ctx context.Context, n int) error {
 	r.DeploymentsReadyS = round2(tr.last.deployReady.Sub(t0).Seconds())
 	r.Ready = tr.counts.condReady
 	tr.mu.Unlock()
+	r.WakeScaledMs = tr.scaledSince(targets, sent).percentiles()
 	r.CreateS = round2(created.Seconds())
 	r.ControllerRequests = requestDelta(apiRequests(before), apiRequests(after))
 	r.RequestsPerWake = map[string]float64{}
@@ -370,8 +381,8 @@ func (b *bench) burstOf(ctx context.Context, n int) error {
 	r.ScaledPerS = round2(float64(n) / r.AllScaledS)
 	r.ScaledRatio = ratio(r.AllScaledS, r.FloorAllScaledS)
 	r.ReadyRatio = ratio(r.AllReadyS, r.FloorAllReadyS)
-	logf("burst %d: all scaled %.2fs (%.2f× floor), all Ready %.2fs (%.2f× floor); creates took %.2fs, deployments ready %.2fs; controller peak RSS %.1f MiB; controller requests %v; CPU seconds %v",
-		n, r.AllScaledS, r.ScaledRatio, r.AllReadyS, r.ReadyRatio, r.CreateS, r.DeploymentsReadyS, r.PeakRSSMiB, r.ControllerRequests, r.CPUS)
+	logf("burst %d: all scaled %.2fs (%.2f× floor), all Ready %.2fs (%.2f× floor); each wake sent → scaled %s ms (floor %s); creates took %.2fs, deployments ready %.2fs; controller peak RSS %.1f MiB; controller requests %v; CPU seconds %v",
+		n, r.AllScaledS, r.ScaledRatio, r.AllReadyS, r.ReadyRatio, ms(r.WakeScaledMs), ms(r.FloorWakeScaledMs), r.CreateS, r.DeploymentsReadyS, r.PeakRSSMiB, r.ControllerRequests, r.CPUS)
 	return nil
 }
 
