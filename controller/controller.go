@@ -111,6 +111,8 @@ type Controller struct {
 	// dropped when its last request settles or is deleted.
 	mu       sync.Mutex
 	watching map[cache.ObjectName]string
+	// holders counts the requests in watching that hold each target id.
+	holders map[string]int
 }
 
 // source is one ScaleRequest informer's view: all namespaces (keyed "") or one namespace.
@@ -141,6 +143,7 @@ func New(
 		config:   config,
 		window:   newRescaleWindow(config.RescaleDuration),
 		watching: map[cache.ObjectName]string{},
+		holders:  map[string]int{},
 		writes:   newOwnWrites(),
 		outcomes: newPendingOutcomes(),
 		// A failure someone else may fix is looked at again soon (a just-restarted API server

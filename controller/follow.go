@@ -19,8 +19,18 @@ import (
 // hold records that key waits on the target id's watch.
 func (c *Controller) hold(key cache.ObjectName, id string) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	previous, had := c.watching[key]
+	if had && previous == id {
+		c.mu.Unlock()
+		return
+	}
+	lastOfPrevious := had && c.dropHolder(previous)
 	c.watching[key] = id
+	c.holders[id]++
+	c.mu.Unlock()
+	if lastOfPrevious {
+		c.watcher.Forget(previous)
+	}
 }
 
 // holds reports whether key holds a target watch.
@@ -36,18 +46,27 @@ func (c *Controller) holds(key cache.ObjectName) bool {
 func (c *Controller) release(key cache.ObjectName) {
 	c.mu.Lock()
 	id, ok := c.watching[key]
-	delete(c.watching, key)
-	shared := false
-	for _, other := range c.watching {
-		if other == id {
-			shared = true
-			break
-		}
+	last := false
+	if ok {
+		delete(c.watching, key)
+		last = c.dropHolder(id)
 	}
 	c.mu.Unlock()
-	if ok && !shared {
+	if last {
 		c.watcher.Forget(id)
 	}
+}
+
+// dropHolder counts one request fewer holding the target id, and reports whether it was the
+// last. A count rather than a scan of watching: a burst releases thousands of holds at once.
+// c.mu must be held.
+func (c *Controller) dropHolder(id string) bool {
+	c.holders[id]--
+	if c.holders[id] > 0 {
+		return false
+	}
+	delete(c.holders, id)
+	return true
 }
 
 // targetOf returns the scaling target a request names.
