@@ -102,6 +102,8 @@ type Controller struct {
 	metrics  *Metrics
 	writes   *ownWrites
 	outcomes *pendingOutcomes
+	// scaleFirst holds readiness status writes while scale writes are still to come.
+	scaleFirst *firstScales
 	// recheck paces the re-checks of failures someone else may fix.
 	recheck   workqueue.TypedRateLimiter[cache.ObjectName]
 	inventory Inventory
@@ -135,17 +137,18 @@ func New(
 	config Config,
 ) (*Controller, error) {
 	c := &Controller{
-		client:   client,
-		sources:  map[string]source{},
-		scaler:   scaler,
-		recorder: recorder,
-		clock:    clk,
-		config:   config,
-		window:   newRescaleWindow(config.RescaleDuration),
-		watching: map[cache.ObjectName]string{},
-		holders:  map[string]int{},
-		writes:   newOwnWrites(),
-		outcomes: newPendingOutcomes(),
+		client:     client,
+		sources:    map[string]source{},
+		scaler:     scaler,
+		recorder:   recorder,
+		clock:      clk,
+		config:     config,
+		window:     newRescaleWindow(config.RescaleDuration),
+		watching:   map[cache.ObjectName]string{},
+		holders:    map[string]int{},
+		writes:     newOwnWrites(),
+		outcomes:   newPendingOutcomes(),
+		scaleFirst: newFirstScales(),
 		// A failure someone else may fix is looked at again soon (a just-restarted API server
 		// may refuse requests for a second while its authorizer warms up), then less often, and
 		// at least once per window.
@@ -235,6 +238,9 @@ func (c *Controller) onAdd(obj any) {
 		if settled(sr) {
 			return
 		}
+		if !servedSignal(sr) {
+			c.scaleFirst.expect(cache.MetaObjectToName(sr))
+		}
 	}
 	c.enqueue(obj)
 }
@@ -250,6 +256,9 @@ func (c *Controller) onUpdate(oldObj, newObj any) {
 	c.targets.update(old, sr)
 	c.writes.observed(sr)
 	if old.Generation != sr.Generation || sr.Status.ObservedGeneration != sr.Generation {
+		if !servedSignal(sr) {
+			c.scaleFirst.expect(cache.MetaObjectToName(sr))
+		}
 		c.enqueue(sr)
 	}
 }

@@ -292,3 +292,58 @@ func TestScaleFirstWhileOthersWake(t *testing.T) {
 		t.Fatalf("%d status writes and %d scale writes once alone, want 1 and 1", n, calls)
 	}
 }
+
+// TestReadinessWaitsForOthersFirstScale: a request whose target is ready holds that status write
+// while another request still waits for its scale write (a resolver waits on that one, on none
+// of the status writes), and the other's scale attempt sends it back to the queue.
+func TestReadinessWaitsForOthersFirstScale(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
+	web := cache.ObjectName{Namespace: "shop", Name: "web"}
+	other := cache.ObjectName{Namespace: "shop", Name: "other"}
+	f.ctrl.scaleFirst.expect(other)
+	f.ctrl.queue.Add(other)
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	f.watcher.states[webID] = scaling.TargetState{Exists: true, Current: true, Replicas: 1, ReadyReplicas: 1}
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.statusWrites()); n != 0 {
+		t.Fatalf("%d status writes while another request waits for its scale write, want 0", n)
+	}
+	if pending, held := f.ctrl.scaleFirst.counts(); pending != 1 || held != 1 {
+		t.Fatalf("%d pending and %d held, want 1 and 1", pending, held)
+	}
+
+	// The other request is looked at (it no longer exists in this fixture's cache: gone counts
+	// as attempted); that releases web's write.
+	next, _ := f.ctrl.queue.Get()
+	if next != other {
+		t.Fatalf("the queue serves %v, want %v", next, other)
+	}
+	if err := f.ctrl.sync(context.Background(), other); err != nil {
+		t.Fatal(err)
+	}
+	f.ctrl.queue.Done(other)
+	if f.ctrl.queue.Len() != 1 {
+		t.Fatalf("the queue holds %d after the last first scale, want the held %v", f.ctrl.queue.Len(), web)
+	}
+	if next, _ := f.ctrl.queue.Get(); next != web {
+		t.Fatalf("the queue serves %v after the last first scale, want the held %v", next, web)
+	} else {
+		f.ctrl.queue.Done(next)
+	}
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	writes := f.statusWrites()
+	if len(writes) != 1 || writes[0].Status.Phase != v1alpha1.PhaseReady {
+		t.Fatalf("%d status writes (last phase %v), want one saying Ready", len(writes), f.lastStatus().Phase)
+	}
+	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonScaledFromZero)
+	if len(f.scaler.calls) != 1 {
+		t.Fatalf("%d scale writes, want 1", len(f.scaler.calls))
+	}
+}

@@ -25,7 +25,16 @@ import (
 // it is ready, and record each step in status. It returns an error only for failures a prompt
 // retry may fix; everything else ends in status, an event and, where something outside may fix
 // it, a re-check with a backoff capped at one rescale window.
-func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
+func (c *Controller) sync(ctx context.Context, key cache.ObjectName) (err error) {
+	defer func() {
+		if err == nil {
+			// This signal had its scale attempt (or needs none): if it was the last one to
+			// come, the status writes held for it may go.
+			for _, held := range c.scaleFirst.attempted(key) {
+				c.queue.Add(held)
+			}
+		}
+	}()
 	src := c.sourceFor(key.Namespace)
 	if src.indexer == nil {
 		return nil
@@ -98,6 +107,13 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	return nil
 }
 
+// servedSignal reports whether the request's latest signal already had its scale write (Scaled
+// is True for its generation).
+func servedSignal(sr *v1alpha1.ScaleRequest) bool {
+	cond := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled)
+	return cond != nil && cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == sr.Generation
+}
+
 // forgetRequest drops everything kept for a request that no longer exists.
 func (c *Controller) forgetRequest(key cache.ObjectName) {
 	c.writes.forget(key)
@@ -164,16 +180,28 @@ type reconciliation struct {
 }
 
 // statusHold returns how long the status write of a scale write may still wait (0: write it
-// now). It waits while other requests are queued or other targets are waking (a burst), for
-// their scale writes to go first and for this target's readiness, unless this pass has
-// readiness or a failure to report, the controller is stopping, or the write is a rescale
-// window old. A single wake is written at once.
+// now), never past a rescale window from the write, nor once the controller is stopping, nor
+// for a failure. In a burst (other requests queued or other targets waking) it waits for this
+// target's readiness, so that one write says both; a single wake is written at once. Readiness
+// itself waits only while other requests' scale writes are still to come: those are what
+// resolvers wait for, and the last of them releases it (firstScales).
 func (r *reconciliation) statusHold() time.Duration {
-	if r.writtenAt.IsZero() || r.done || r.c.queue.ShuttingDown() || !r.scaledNow() ||
-		(r.c.queue.Len() == 0 && r.c.Active() <= 1) {
+	if r.writtenAt.IsZero() || r.c.queue.ShuttingDown() || !r.scaledNow() || phaseOf(r.sr) == v1alpha1.PhaseFailed {
 		return 0
 	}
-	return max(r.writtenAt.Add(r.c.config.RescaleDuration).Sub(r.now), 0)
+	left := max(r.writtenAt.Add(r.c.config.RescaleDuration).Sub(r.now), 0)
+	switch {
+	case left == 0:
+		return 0
+	case r.done:
+		if r.c.scaleFirst.hold(r.key) {
+			return left
+		}
+		return 0
+	case r.c.queue.Len() == 0 && r.c.Active() <= 1:
+		return 0
+	}
+	return left
 }
 
 // report records the pass's metrics and events, after its status write.

@@ -1,0 +1,74 @@
+package controller
+
+import (
+	"sync"
+
+	"k8s.io/client-go/tools/cache"
+)
+
+// firstScales orders a burst's writes: scale writes first, status later. It knows the requests
+// whose latest signal has not had its scale attempt yet, and holds back the readiness status
+// writes of others while there are any, since a resolver waits on each of those scale writes
+// and on none of the status writes (the target is serving already). Once the last pending
+// request has had its attempt, the held writes go back to the queue, each once.
+type firstScales struct {
+	mu      sync.Mutex
+	pending map[cache.ObjectName]struct{}
+	held    map[cache.ObjectName]struct{}
+}
+
+func newFirstScales() *firstScales {
+	return &firstScales{pending: map[cache.ObjectName]struct{}{}, held: map[cache.ObjectName]struct{}{}}
+}
+
+// expect records that key carries a signal whose scale attempt is still to come.
+func (f *firstScales) expect(key cache.ObjectName) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending[key] = struct{}{}
+}
+
+// attempted records that key's signal had its scale attempt (or needs none, or the request is
+// gone). If that was the last pending one, it returns the held requests, which are no longer
+// held: their status writes may go.
+func (f *firstScales) attempted(key cache.ObjectName) []cache.ObjectName {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.pending[key]; !ok {
+		return nil
+	}
+	delete(f.pending, key)
+	if len(f.pending) > 0 || len(f.held) == 0 {
+		return nil
+	}
+	released := make([]cache.ObjectName, 0, len(f.held))
+	for k := range f.held {
+		released = append(released, k)
+	}
+	clear(f.held)
+	return released
+}
+
+// hold holds key's status write if any scale attempt is pending, and reports whether it did;
+// the last attempt releases it. Checking and holding under one lock means no release is missed.
+func (f *firstScales) hold(key cache.ObjectName) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	others := len(f.pending)
+	if _, ok := f.pending[key]; ok {
+		others-- // its own attempt, just made: attempted releases the others' holds
+	}
+	if others == 0 {
+		return false
+	}
+	f.held[key] = struct{}{}
+	return true
+}
+
+// counts returns how many requests wait for their scale attempt and how many status writes are
+// held for them.
+func (f *firstScales) counts() (pending, held int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.pending), len(f.held)
+}
