@@ -61,6 +61,8 @@ type options struct {
 	requireOptIn    bool
 	qps             float64
 	burst           int
+	scaleQPS        float64
+	scaleBurst      int
 
 	leaderElect        bool
 	leaseName          string
@@ -87,8 +89,10 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 5*time.Minute, "How long a scaled target may take to become ready before its ScaleRequest fails with ReadyTimeout.")
 	fs.StringVar(&o.allowedKinds, "allowed-kinds", controller.DefaultAllowedKinds, "Comma-separated Kind.group entries the controller may scale (e.g. Deployment.apps,Rollout.argoproj.io), or * for any kind with /scale.")
 	fs.BoolVar(&o.requireOptIn, "require-opt-in", true, "Scale only workloads their owners labelled "+v1alpha1.LabelWake+"=true (capped by their "+v1alpha1.AnnotationMaxReplicas+" annotation). Turn off only where every ScaleRequest writer is trusted to scale any workload of the allowed kinds.")
-	fs.Float64Var(&o.qps, "kube-api-qps", 200, "Steady requests per second to the API server, for each of the controller's API clients (status, /scale, target watches, events).")
-	fs.IntVar(&o.burst, "kube-api-burst", 500, "Burst of requests to the API server, for each API client: a burst of wakes is the controller's normal load.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 200, "Steady requests per second to the API server, for each of the controller's API clients but the /scale one (status, inventory, events).")
+	fs.IntVar(&o.burst, "kube-api-burst", 500, "Burst of requests to the API server, for each API client but the /scale one: a burst of wakes is the controller's normal load.")
+	fs.Float64Var(&o.scaleQPS, "kube-api-scale-qps", 2000, "Steady requests per second of the /scale client. Its writes are bounded already (one per target per rescale window), and a burst of wakes should not wait on it; the API server's priority and fairness guards the server.")
+	fs.IntVar(&o.scaleBurst, "kube-api-scale-burst", 2000, "Burst of requests of the /scale client.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader through a Lease so that only one replica scales and writes status.")
 	fs.StringVar(&o.leaseName, "leader-election-id", "zerowake-controller", "Name of the leader election Lease.")
 	fs.StringVar(&o.leaseNamespace, "leader-election-namespace", "", "Namespace of the leader election Lease; empty means the pod's namespace ($POD_NAMESPACE), else zerowake-system.")
@@ -115,6 +119,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("--ready-timeout must be positive, got %s", o.readyTimeout)
 	case o.qps <= 0 || o.burst < 1:
 		return nil, fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive")
+	case o.scaleQPS <= 0 || o.scaleBurst < 1:
+		return nil, fmt.Errorf("--kube-api-scale-qps and --kube-api-scale-burst must be positive")
 	case o.leaderElect && !(o.leaseDuration > o.leaseRenewDeadline && o.leaseRenewDeadline > o.leaseRetryPeriod && o.leaseRetryPeriod > 0):
 		return nil, fmt.Errorf("leader election needs lease duration > renew deadline > retry period > 0")
 	}
@@ -205,7 +211,11 @@ func run(ctx context.Context, opts *options) error {
 	discovery := memory.NewMemCacheClient(kube.Discovery())
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(discovery)
 	scaleKinds := scale.NewDiscoveryScaleKindResolver(discovery)
-	scales, err := scale.NewForConfig(config, mapper, dynamic.LegacyAPIPathResolverFunc, scaleKinds)
+	// The scale writes get a rate limiter of their own: in a burst of wakes they are what the
+	// resolvers wait for, and must not queue behind status writes or the inventory's lists.
+	scaleConfig := rest.CopyConfig(config)
+	scaleConfig.QPS, scaleConfig.Burst = float32(opts.scaleQPS), opts.scaleBurst
+	scales, err := scale.NewForConfig(scaleConfig, mapper, dynamic.LegacyAPIPathResolverFunc, scaleKinds)
 	if err != nil {
 		return err
 	}

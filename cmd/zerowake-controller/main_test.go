@@ -22,6 +22,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"--rescale-duration=0s"}, "--rescale-duration must be positive"},
 		{[]string{"--ready-timeout=-1s"}, "--ready-timeout must be positive"},
 		{[]string{"--kube-api-qps=0"}, "must be positive"},
+		{[]string{"--kube-api-scale-burst=0"}, "must be positive"},
 		{[]string{"--leader-election-lease-duration=5s", "--leader-election-renew-deadline=10s"}, "lease duration > renew deadline"},
 		{[]string{"extra"}, "unexpected arguments: extra"},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},
