@@ -358,7 +358,7 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	logger.Info("Shutting down ScaleRequest controller; draining in-flight work")
 	c.queue.ShutDownWithDrain()
 	wg.Wait()
-	c.writeHeldStatus(ctx)
+	c.writeHeldStatus(ctx, workers)
 	if stopper, ok := c.watcher.(interface{ StopAll() }); ok {
 		stopper.StopAll()
 	}
@@ -368,16 +368,28 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 
 // writeHeldStatus writes the status of every scale write whose status write was held (scale
 // first), so that a successor finds each outcome recorded (ScaledFromZero, lastScaleTime)
-// rather than a target already up.
-func (c *Controller) writeHeldStatus(ctx context.Context) {
+// rather than a target already up. A burst can leave thousands held at a SIGTERM: they are
+// written by as many goroutines as there were workers, to end within the grace period.
+func (c *Controller) writeHeldStatus(ctx context.Context, workers int) {
 	logger := klog.FromContext(ctx)
-	for _, key := range c.outcomes.keys() {
-		workCtx, cancel := context.WithTimeout(klog.NewContext(context.WithoutCancel(ctx), logger.WithValues("scaleRequest", key.String())), 10*time.Second)
-		if err := c.sync(workCtx, key); err != nil {
-			utilruntime.HandleErrorWithContext(ctx, err, "Writing a held status before stopping failed", "scaleRequest", key.String())
-		}
-		cancel()
+	keys := make(chan cache.ObjectName)
+	var wg sync.WaitGroup
+	for range max(workers, 1) {
+		wg.Go(func() {
+			for key := range keys {
+				workCtx, cancel := context.WithTimeout(klog.NewContext(context.WithoutCancel(ctx), logger.WithValues("scaleRequest", key.String())), 10*time.Second)
+				if err := c.sync(workCtx, key); err != nil {
+					utilruntime.HandleErrorWithContext(ctx, err, "Writing a held status before stopping failed", "scaleRequest", key.String())
+				}
+				cancel()
+			}
+		})
 	}
+	for _, key := range c.outcomes.keys() {
+		keys <- key
+	}
+	close(keys)
+	wg.Wait()
 }
 
 func (c *Controller) runWorker(ctx context.Context) {

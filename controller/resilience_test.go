@@ -347,3 +347,23 @@ func TestReadinessWaitsForOthersFirstScale(t *testing.T) {
 		t.Fatalf("%d scale writes, want 1", len(f.scaler.calls))
 	}
 }
+
+// TestHeldStatusWrittenAtShutdown: a status write held for a burst is made when the controller
+// stops, so that a successor finds the scale write recorded rather than a target already up.
+func TestHeldStatusWrittenAtShutdown(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 0, Replicas: 1, Scaled: true}
+	f.ctrl.queue.Add(cache.ObjectName{Namespace: "shop", Name: "other"})
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.statusWrites()); n != 0 {
+		t.Fatalf("%d status writes with work queued, want 0", n)
+	}
+	f.ctrl.queue.ShutDown()
+	f.ctrl.writeHeldStatus(context.Background(), 4)
+	if n, calls := len(f.statusWrites()), len(f.scaler.calls); n != 1 || calls != 1 {
+		t.Fatalf("%d status writes and %d scale writes at shutdown, want 1 and 1", n, calls)
+	}
+	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonScaledFromZero)
+}
