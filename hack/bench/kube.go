@@ -33,16 +33,29 @@ func createNamespace(ctx context.Context, kube kubernetes.Interface, ns string) 
 
 // deleteNamespaces deletes the namespaces and waits until they are gone, so that what they held
 // (Deployments the inventory follows, pods the control plane runs) weighs on no later scenario.
-// Cleanup only: a namespace still terminating after timeout is logged, not an error.
-func deleteNamespaces(ctx context.Context, kube kubernetes.Interface, timeout time.Duration, namespaces ...string) error {
+// With deploymentsOnly it waits only until their Deployments are gone, which is what the
+// controller's inventory follows; their pods go on being deleted in the background. Cleanup
+// only: one still there after timeout is logged, not an error.
+func deleteNamespaces(ctx context.Context, kube kubernetes.Interface, timeout time.Duration, deploymentsOnly bool, namespaces ...string) error {
 	for _, ns := range namespaces {
 		if err := kube.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting namespace %s: %w", ns, err)
 		}
 	}
+	what := fmt.Sprintf("namespaces %v to be deleted", namespaces)
+	if deploymentsOnly {
+		what = fmt.Sprintf("the Deployments of namespaces %v to be deleted", namespaces)
+	}
 	t := time.Now()
-	err := poll(ctx, timeout, time.Second, fmt.Sprintf("namespaces %v to be deleted", namespaces), func(ctx context.Context) (bool, error) {
+	err := poll(ctx, timeout, time.Second, what, func(ctx context.Context) (bool, error) {
 		for _, ns := range namespaces {
+			if deploymentsOnly {
+				list, err := kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{Limit: 1})
+				if err != nil || len(list.Items) > 0 {
+					return false, nil
+				}
+				continue
+			}
 			if _, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				return false, nil
 			}
@@ -56,7 +69,7 @@ func deleteNamespaces(ctx context.Context, kube kubernetes.Interface, timeout ti
 		logf("cleanup: %v", err)
 		return nil
 	}
-	logf("cleanup: namespaces %v deleted in %s", namespaces, time.Since(t).Round(time.Millisecond))
+	logf("cleanup: %s took %s", what, time.Since(t).Round(time.Millisecond))
 	return nil
 }
 
