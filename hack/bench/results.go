@@ -245,6 +245,8 @@ func printTable(w io.Writer, r *Results) {
 			targetText(scaledTarget), checkIf(scaledTarget, b.ScaledRatio <= scaledTarget))
 		add(fmt.Sprintf("burst %d: all Ready s (ratio)", b.Deployments), fmt.Sprintf("%.2f (%.2f×)", b.AllReadyS, b.ReadyRatio),
 			targetText(readyTarget), checkIf(readyTarget, b.ReadyRatio <= readyTarget))
+		add(fmt.Sprintf("burst %d: each wake sent → scaled ms (floor)", b.Deployments),
+			fmt.Sprintf("%s (%s)", ms(b.WakeScaledMs), ms(b.FloorWakeScaledMs)), "", nil)
 		add(fmt.Sprintf("burst %d: Ready / creates s / Deployments ready s", b.Deployments),
 			fmt.Sprintf("%d / %.2f / %.2f", b.Ready, b.CreateS, b.DeploymentsReadyS), fmt.Sprint(b.Deployments), check(b.Ready == b.Deployments))
 		add(fmt.Sprintf("burst %d: controller requests per wake", b.Deployments), perWake(b.RequestsPerWake), "", nil)
