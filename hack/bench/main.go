@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -188,7 +189,11 @@ func logf(format string, args ...any) {
 
 func (b *bench) setup(ctx context.Context) error {
 	t := time.Now()
-	cluster, err := localcluster.Start(ctx, localcluster.Options{Log: os.Stderr, Timeout: 120 * time.Second})
+	// A kwok node holds 10,000 pods: the largest burst's floor and its wake run 2 × its
+	// targets at once, besides the other scenarios' pods.
+	largest := slices.Max(append([]int{0}, b.cfg.burstSizes...))
+	nodes := (2*largest+2000)/10000 + 1
+	cluster, err := localcluster.Start(ctx, localcluster.Options{Log: os.Stderr, Timeout: 120 * time.Second, Nodes: nodes})
 	if err != nil {
 		return err
 	}
