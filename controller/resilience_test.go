@@ -367,3 +367,28 @@ func TestHeldStatusWrittenAtShutdown(t *testing.T) {
 	}
 	expectCondition(t, f.lastStatus(), v1alpha1.ConditionScaled, metav1.ConditionTrue, v1alpha1.ReasonScaledFromZero)
 }
+
+// TestFailingScaleHoldsNoOne: a request whose scale attempt fails and is retried no longer
+// holds other requests' readiness, or one broken target would delay every Ready by a window.
+func TestFailingScaleHoldsNoOne(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
+	f.scaler.err = errors.New("connection reset by peer")
+	web := cache.ObjectName{Namespace: "shop", Name: "web"}
+	ready := cache.ObjectName{Namespace: "shop", Name: "ready"}
+	f.ctrl.scaleFirst.expect(web)
+	if !f.ctrl.scaleFirst.hold(ready) {
+		t.Fatal("readiness not held while web's scale write is to come")
+	}
+	if err := f.sync(); err == nil {
+		t.Fatal("a transient scale failure returned no error to retry on")
+	}
+	if pending, held := f.ctrl.scaleFirst.counts(); pending != 0 || held != 0 {
+		t.Fatalf("%d pending and %d held after web's failed attempt, want none", pending, held)
+	}
+	if f.ctrl.queue.Len() != 1 {
+		t.Fatalf("the queue holds %d, want the released request", f.ctrl.queue.Len())
+	}
+	if next, _ := f.ctrl.queue.Get(); next != ready {
+		t.Fatalf("the queue serves %v, want the released %v", next, ready)
+	}
+}

@@ -21,15 +21,16 @@ func newFirstScales() *firstScales {
 	return &firstScales{pending: map[cache.ObjectName]struct{}{}, held: map[cache.ObjectName]struct{}{}}
 }
 
-// expect records that key carries a signal whose scale attempt is still to come.
+// expect records that key carries a signal whose scale attempt is still to come: it has not
+// been looked at since it arrived.
 func (f *firstScales) expect(key cache.ObjectName) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.pending[key] = struct{}{}
 }
 
-// attempted records that key's signal had its scale attempt (or needs none, or the request is
-// gone). If that was the last pending one, it returns the held requests, which are no longer
+// attempted records that key's signal had its first look: its scale attempt (successful,
+// failed, deferred or not needed), or the request is gone. If that was the last pending one, it returns the held requests, which are no longer
 // held: their status writes may go.
 func (f *firstScales) attempted(key cache.ObjectName) []cache.ObjectName {
 	f.mu.Lock()

@@ -25,14 +25,14 @@ import (
 // it is ready, and record each step in status. It returns an error only for failures a prompt
 // retry may fix; everything else ends in status, an event and, where something outside may fix
 // it, a re-check with a backoff capped at one rescale window.
-func (c *Controller) sync(ctx context.Context, key cache.ObjectName) (err error) {
+func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
+	// This signal has had its first look, and its scale attempt unless something deferred or
+	// failed it: if it was the last one to come, the status writes held for it may go. A
+	// request whose attempt failed and is retried holds no one: otherwise one broken target
+	// would delay every other request's Ready by up to a window.
 	defer func() {
-		if err == nil {
-			// This signal had its scale attempt (or needs none): if it was the last one to
-			// come, the status writes held for it may go.
-			for _, held := range c.scaleFirst.attempted(key) {
-				c.queue.Add(held)
-			}
+		for _, held := range c.scaleFirst.attempted(key) {
+			c.queue.Add(held)
 		}
 	}()
 	src := c.sourceFor(key.Namespace)
