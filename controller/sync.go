@@ -353,10 +353,7 @@ func (r *reconciliation) follow(ctx context.Context, target scaling.Target) erro
 }
 
 // scaledNow reports whether Scaled is True for the current generation.
-func (r *reconciliation) scaledNow() bool {
-	cond := meta.FindStatusCondition(r.sr.Status.Conditions, v1alpha1.ConditionScaled)
-	return cond != nil && cond.Status == metav1.ConditionTrue && cond.ObservedGeneration == r.sr.Generation
-}
+func (r *reconciliation) scaledNow() bool { return servedSignal(r.sr) }
 
 // fightDeferred reports whether a fight's re-scale waits for the window: the request was served
 // for this signal, so its readiness deadline still runs.
