@@ -240,9 +240,12 @@ func (b *bench) setup(ctx context.Context) error {
 	if b.ctrlCfg, err = cluster.ServiceAccountConfig(ctx, "zerowake-system", "zerowake-controller"); err != nil {
 		return err
 	}
-	// Default flags, except: log at the default level (the framework asks for debug), and
-	// serve pprof on the operations address (profiles, and a forced GC before memory readings).
-	b.ctrlArgs = append([]string{"--log-level=info", "--enable-pprof"}, b.cfg.extraArgs...)
+	// Default flags, except: log at the default level (the framework asks for debug), serve
+	// pprof on the operations address (profiles, and a forced GC before memory readings),
+	// and --ready-timeout, raised to the largest burst's own timeout: this control plane needs
+	// ~9 minutes to make 10,000 kwok pods ready with no controller at all, and the default 5m
+	// would rightly fail every request of that burst with ReadyTimeout.
+	b.ctrlArgs = append([]string{"--log-level=info", "--enable-pprof", "--ready-timeout=" + burstTimeout(largest).String()}, b.cfg.extraArgs...)
 	b.results.Env.ControllerFlags = append([]string{"--kubeconfig=<ServiceAccount zerowake-system/zerowake-controller>",
 		"--ops-address=127.0.0.1:<port>", "--log-format=json"}, b.ctrlArgs...)
 	logf("setup done in %s", time.Since(t).Round(time.Millisecond))
