@@ -170,8 +170,7 @@ func (b *bench) requestsFloor(ctx context.Context) error {
 // idle Deployments at once (100 goroutines, as the burst's creates), then waits for all to be
 // ready. No ScaleRequest names them and they carry no wake label, so the controller, idle
 // meanwhile, never hears of them: the figures are the control plane's alone.
-func (b *bench) burstFloor(ctx context.Context, n int) error {
-	ns := fmt.Sprintf("zw-bench-burst-floor-%d", n)
+func (b *bench) burstFloor(ctx context.Context, ns string, n int) error {
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if err := createNamespace(ctx, b.kube, ns); err != nil {
@@ -293,10 +292,19 @@ func (b *bench) runSingle(ctx context.Context) error {
 // burst runs, for each burst size, the one-PATCH floor and then the controller's burst.
 func (b *bench) burst(ctx context.Context) error {
 	for i, n := range b.cfg.burstSizes {
-		if err := b.burstFloor(ctx, n); err != nil {
+		floorNS, burstNS := fmt.Sprintf("zw-bench-burst-floor-%d", n), fmt.Sprintf("zw-bench-burst-%d", n)
+		if err := b.burstFloor(ctx, floorNS, n); err != nil {
 			return err
 		}
-		if err := b.burstOf(ctx, n); err != nil {
+		if err := drain(ctx, b.kube, b.scales, floorNS, names("bfloor", n), burstTimeout(n)); err != nil {
+			return err
+		}
+		if err := b.burstOf(ctx, burstNS, n); err != nil {
+			return err
+		}
+		// Pods first, by hand: the namespace controller deletes them one graceful round trip
+		// at a time (half an hour for 10,000 here).
+		if err := drain(ctx, b.kube, b.scales, burstNS, names("burst", n), burstTimeout(n)); err != nil {
 			return err
 		}
 		// The targets are marked: left in place, the controller's inventory would carry them
@@ -304,7 +312,7 @@ func (b *bench) burst(ctx context.Context) error {
 		// control plane to finish deleting them; the footprint, which measures memory rather
 		// than time, only for the Deployments to be gone.
 		last := i == len(b.cfg.burstSizes)-1
-		if err := deleteNamespaces(ctx, b.kube, burstTimeout(n), last, fmt.Sprintf("zw-bench-burst-floor-%d", n), fmt.Sprintf("zw-bench-burst-%d", n)); err != nil {
+		if err := deleteNamespaces(ctx, b.kube, burstTimeout(n), last, floorNS, burstNS); err != nil {
 			return err
 		}
 	}
@@ -313,8 +321,7 @@ func (b *bench) burst(ctx context.Context) error {
 
 // burstOf creates ScaleRequests for n idle Deployments at once, and times them against the
 // floor burstFloor just measured.
-func (b *bench) burstOf(ctx context.Context, n int) error {
-	ns := fmt.Sprintf("zw-bench-burst-%d", n)
+func (b *bench) burstOf(ctx context.Context, ns string, n int) error {
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	targets, tr, err := b.idleTargets(tctx, ns, "burst", n)
