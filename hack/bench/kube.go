@@ -246,13 +246,15 @@ func drain(ctx context.Context, kube kubernetes.Interface, scales scale.ScalesGe
 	if err := waitObserved(ctx, kube, ns, len(targets)); err != nil {
 		return err
 	}
+	// One DeleteCollection of 10,000 pods outlasts the apiserver's request timeout; each call
+	// deletes what it reaches before then, so it is re-issued until the namespace has no pods.
 	zero := int64(0)
-	if err := kube.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{}); err != nil {
-		return fmt.Errorf("deleting the pods of %s: %w", ns, err)
-	}
 	err = poll(ctx, timeout, time.Second, "the pods of "+ns+" to be gone", func(ctx context.Context) (bool, error) {
 		list, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{Limit: 1})
-		return err == nil && len(list.Items) == 0, err
+		if err != nil || len(list.Items) == 0 {
+			return err == nil, err
+		}
+		return false, kube.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
 	})
 	if err != nil {
 		return err
