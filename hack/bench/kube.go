@@ -40,38 +40,34 @@ func createNamespace(ctx context.Context, kube kubernetes.Interface, ns string) 
 // only: one still there after timeout is logged, not an error.
 func deleteNamespaces(ctx context.Context, kube kubernetes.Interface, timeout time.Duration, deploymentsOnly bool, namespaces ...string) error {
 	for _, ns := range namespaces {
-		if deploymentsOnly {
-			// The namespace controller deletes pods before Deployments: for 10,000 of them,
-			// half an hour on this control plane.
-			background := metav1.DeletePropagationBackground
-			if err := kube.AppsV1().Deployments(ns).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &background}, metav1.ListOptions{}); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("deleting the Deployments of %s: %w", ns, err)
-			}
-		}
 		if err := kube.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting namespace %s: %w", ns, err)
 		}
 	}
-	what := fmt.Sprintf("namespaces %v to be deleted", namespaces)
-	if deploymentsOnly {
-		what = fmt.Sprintf("the Deployments of namespaces %v to be deleted", namespaces)
-	}
 	t := time.Now()
-	err := poll(ctx, timeout, time.Second, what, func(ctx context.Context) (bool, error) {
-		for _, ns := range namespaces {
-			if deploymentsOnly {
+	var err error
+	if deploymentsOnly {
+		// The namespace controller deletes pods before Deployments: for 10,000 of them, half an
+		// hour on this control plane. So the benchmark deletes the Deployments itself.
+		background := metav1.DeletePropagationBackground
+		err = deleteUntilGone(ctx, timeout, fmt.Sprintf("the Deployments of namespaces %v to be deleted", namespaces), namespaces,
+			func(ctx context.Context, ns string) (bool, error) {
 				list, err := kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{Limit: 1})
-				if err != nil || len(list.Items) > 0 {
+				return err == nil && len(list.Items) == 0, err
+			},
+			func(ctx context.Context, ns string) error {
+				return kube.AppsV1().Deployments(ns).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &background}, metav1.ListOptions{})
+			})
+	} else {
+		err = poll(ctx, timeout, time.Second, fmt.Sprintf("namespaces %v to be deleted", namespaces), func(ctx context.Context) (bool, error) {
+			for _, ns := range namespaces {
+				if _, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 					return false, nil
 				}
-				continue
 			}
-			if _, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
+			return true, nil
+		})
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -79,8 +75,31 @@ func deleteNamespaces(ctx context.Context, kube kubernetes.Interface, timeout ti
 		logf("cleanup: %v", err)
 		return nil
 	}
-	logf("cleanup: %s took %s", what, time.Since(t).Round(time.Millisecond))
+	logf("cleanup: deleting %v took %s", namespaces, time.Since(t).Round(time.Millisecond))
 	return nil
+}
+
+// deleteUntilGone deletes a collection in each namespace until none of it is left. One
+// DeleteCollection of 10,000 objects outlasts the apiserver's request timeout; each call deletes
+// what it reaches before then, so the call is re-issued (its error kept only for the timeout's
+// message) until empty reports none left in every namespace.
+func deleteUntilGone(ctx context.Context, timeout time.Duration, what string, namespaces []string,
+	empty func(ctx context.Context, ns string) (bool, error), deleteCollection func(ctx context.Context, ns string) error) error {
+	return poll(ctx, timeout, time.Second, what, func(ctx context.Context) (bool, error) {
+		for _, ns := range namespaces {
+			done, err := empty(ctx, ns)
+			if err != nil {
+				return false, err
+			}
+			if !done {
+				if err := deleteCollection(ctx, ns); err != nil && !apierrors.IsNotFound(err) {
+					return false, err
+				}
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }
 
 // poll is for setup only (never for timing): it calls check every interval until it is done.
@@ -246,16 +265,15 @@ func drain(ctx context.Context, kube kubernetes.Interface, scales scale.ScalesGe
 	if err := waitObserved(ctx, kube, ns, len(targets)); err != nil {
 		return err
 	}
-	// One DeleteCollection of 10,000 pods outlasts the apiserver's request timeout; each call
-	// deletes what it reaches before then, so it is re-issued until the namespace has no pods.
 	zero := int64(0)
-	err = poll(ctx, timeout, time.Second, "the pods of "+ns+" to be gone", func(ctx context.Context) (bool, error) {
-		list, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{Limit: 1})
-		if err != nil || len(list.Items) == 0 {
-			return err == nil, err
-		}
-		return false, kube.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
-	})
+	err = deleteUntilGone(ctx, timeout, "the pods of "+ns+" to be gone", []string{ns},
+		func(ctx context.Context, ns string) (bool, error) {
+			list, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{Limit: 1})
+			return err == nil && len(list.Items) == 0, err
+		},
+		func(ctx context.Context, ns string) error {
+			return kube.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
+		})
 	if err != nil {
 		return err
 	}
