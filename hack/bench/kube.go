@@ -44,13 +44,17 @@ func deleteNamespaces(ctx context.Context, kube kubernetes.Interface, timeout ti
 			return fmt.Errorf("deleting namespace %s: %w", ns, err)
 		}
 	}
+	what := fmt.Sprintf("namespaces %v to be deleted", namespaces)
+	if deploymentsOnly {
+		what = fmt.Sprintf("the Deployments of namespaces %v to be deleted", namespaces)
+	}
 	t := time.Now()
 	var err error
 	if deploymentsOnly {
 		// The namespace controller deletes pods before Deployments: for 10,000 of them, half an
 		// hour on this control plane. So the benchmark deletes the Deployments itself.
 		background := metav1.DeletePropagationBackground
-		err = deleteUntilGone(ctx, timeout, fmt.Sprintf("the Deployments of namespaces %v to be deleted", namespaces), namespaces,
+		err = deleteUntilGone(ctx, timeout, what, namespaces,
 			func(ctx context.Context, ns string) (bool, error) {
 				list, err := kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{Limit: 1})
 				return err == nil && len(list.Items) == 0, err
@@ -59,7 +63,7 @@ func deleteNamespaces(ctx context.Context, kube kubernetes.Interface, timeout ti
 				return kube.AppsV1().Deployments(ns).DeleteCollection(ctx, metav1.DeleteOptions{PropagationPolicy: &background}, metav1.ListOptions{})
 			})
 	} else {
-		err = poll(ctx, timeout, time.Second, fmt.Sprintf("namespaces %v to be deleted", namespaces), func(ctx context.Context) (bool, error) {
+		err = poll(ctx, timeout, time.Second, what, func(ctx context.Context) (bool, error) {
 			for _, ns := range namespaces {
 				if _, err := kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 					return false, nil
@@ -75,7 +79,7 @@ func deleteNamespaces(ctx context.Context, kube kubernetes.Interface, timeout ti
 		logf("cleanup: %v", err)
 		return nil
 	}
-	logf("cleanup: deleting %v took %s", namespaces, time.Since(t).Round(time.Millisecond))
+	logf("cleanup: %s took %s", what, time.Since(t).Round(time.Millisecond))
 	return nil
 }
 
