@@ -80,6 +80,9 @@ type Config struct {
 	// RequireOptIn refuses targets the Inventory does not hold (their owners did not mark
 	// them) and minReplicas above an owner's cap. It needs Inventory.
 	RequireOptIn bool
+	// DefaultMaxReplicas caps minReplicas, with RequireOptIn, for targets whose owner set no
+	// cap of their own (annotation zerowake.dev/max-replicas); 0 sets no such cap.
+	DefaultMaxReplicas int32
 	// FollowInInventory follows active requests' targets in the Inventory, which holds every
 	// target a request may wake when RequireOptIn is set, rather than with a watch per target
 	// (newWatcher is then not called). It needs Inventory.
@@ -351,6 +354,7 @@ func (c *Controller) Run(ctx context.Context, workers int) error {
 	c.trackKinds(ctx)
 
 	var wg sync.WaitGroup
+	wg.Go(func() { c.queueLeftTargets(ctx) })
 	for range workers {
 		wg.Go(func() { wait.UntilWithContext(ctx, c.runWorker, time.Second) })
 	}

@@ -609,11 +609,12 @@ func TestSettledRequestCostsNothing(t *testing.T) {
 	sr := scaledRequest(t0)
 	sr.Status.Phase = v1alpha1.PhaseReady
 	f := newFixture(t, DefaultAllowedKinds, sr)
+	f.inventory.set("web", scaling.InventoryEntry{State: scaling.TargetState{Exists: true, Current: true, Replicas: 1, ReadyReplicas: 1}})
 	if err := f.sync(); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.client.Actions()) != 0 || len(f.scaler.calls) != 0 {
-		t.Fatalf("settled request caused API calls: %v, scale calls %d", f.client.Actions(), len(f.scaler.calls))
+	if len(f.client.Actions()) != 0 || len(f.scaler.calls) != 0 || len(f.scaler.reads) != 0 {
+		t.Fatalf("settled request caused API calls: %v, scale calls %d, reads %d", f.client.Actions(), len(f.scaler.calls), len(f.scaler.reads))
 	}
 }
 

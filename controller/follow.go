@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"time"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -107,13 +108,39 @@ func (c *Controller) trackKinds(ctx context.Context) {
 	}
 }
 
-// followSettled keeps a Ready or Idle request truthful from the inventory's cache, at no API
-// cost: a Ready request whose target something set below its minimum (an idler, a GitOps
-// revert) becomes Idle, so that nobody is told Ready while the target has no pods; an Idle
-// request whose target has its minimum ready again becomes Ready. Targets the inventory does
-// not hold (not marked, or gone) are left as they were last seen.
+// following reports whether sr's target is followed through the inventory rather than served:
+// it is Ready or Idle for its latest signal, or it lost its ready replicas after it was ready.
+func following(sr *v1alpha1.ScaleRequest) bool {
+	return sr.Status.ObservedGeneration == sr.Generation &&
+		(sr.Status.Phase == v1alpha1.PhaseReady || sr.Status.Phase == v1alpha1.PhaseIdle || lostReadiness(sr))
+}
+
+// lostReadiness reports whether sr was Ready for its latest signal and its target has since
+// had fewer than minReplicas ready while keeping minReplicas (a crash loop, a drain): it is
+// Scaling with Ready=False TargetNotReady, and is followed like a Ready request until its
+// replicas are ready again or the ready timeout ends.
+func lostReadiness(sr *v1alpha1.ScaleRequest) bool {
+	if sr.Status.Phase != v1alpha1.PhaseScaling || !servedSignal(sr) {
+		return false
+	}
+	ready := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionReady)
+	return ready != nil && ready.Status == metav1.ConditionFalse && ready.Reason == v1alpha1.ReasonTargetNotReady &&
+		ready.ObservedGeneration == sr.Generation
+}
+
+// followSettled keeps a followed request truthful from the inventory's cache, at no API cost
+// while its target is there. Ready means the target has at least minReplicas ready replicas
+// now, not only once:
+//
+//   - set below its minimum (an idler, a GitOps revert), a Ready request becomes Idle, and the
+//     next signal wakes it; an Idle request whose target has its minimum ready again is Ready;
+//   - still at its minimum but with fewer of them ready (a crash loop, a drain), it becomes
+//     Scaling (TargetNotReady), so that nobody is let through to a target with nothing ready;
+//     ready again, it is Ready; not ready within the ready timeout of losing them, it fails
+//     with ReadyTimeout, so that waiting callers get an answer instead of waiting for ever;
+//   - gone from the inventory (deleted, or its owner's mark removed), it fails (targetLeft).
 func (c *Controller) followSettled(ctx context.Context, key cache.ObjectName, cached *v1alpha1.ScaleRequest) error {
-	if c.inventory == nil || (cached.Status.Phase != v1alpha1.PhaseReady && cached.Status.Phase != v1alpha1.PhaseIdle) {
+	if c.inventory == nil || !following(cached) {
 		return nil
 	}
 	target := targetOf(cached)
@@ -125,32 +152,68 @@ func (c *Controller) followSettled(ctx context.Context, key cache.ObjectName, ca
 	if err != nil {
 		return nil // the next signal reports it
 	}
+	// Lookup waits for the kind's cache the first time, so a target is never taken for gone
+	// because the cache has not listed it yet (as at start-up).
 	entry, found, err := c.inventory.Lookup(ctx, gk, resource, target.Namespace, target.Ref.Name)
-	if err != nil || !found || !entry.State.Exists {
+	if err != nil {
 		return err
+	}
+	if !found || !entry.State.Exists {
+		return c.targetLeft(ctx, key, cached, target, resource)
 	}
 	state := entry.State
 	minReplicas := max(cached.Spec.MinReplicas, 1)
 	ref := target.Ref.Kind + "/" + target.Ref.Name
 	now := c.clock.Now()
 	sr := cached.DeepCopy()
-	var e event
-	switch {
-	case cached.Status.Phase == v1alpha1.PhaseReady && state.Replicas < minReplicas:
-		e = event{corev1.EventTypeNormal, v1alpha1.ReasonTargetScaledDown, fmt.Sprintf(
-			"%s was set to %d replicas after it was ready (minimum %d); the next signal wakes it", ref, state.Replicas, minReplicas)}
+	setReady := func(status metav1.ConditionStatus, reason, message string) {
+		// LastTransitionTime moves only when the status flips: the moment readiness was lost
+		// stays put while the request waits, and its deadline with it.
 		meta.SetStatusCondition(&sr.Status.Conditions, metav1.Condition{
-			Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: e.reason, Message: e.message,
+			Type: v1alpha1.ConditionReady, Status: status, Reason: reason, Message: message,
 			ObservedGeneration: sr.Generation, LastTransitionTime: metav1.Time{Time: now},
 		})
+	}
+	wasReady, unready := cached.Status.Phase == v1alpha1.PhaseReady, lostReadiness(cached)
+	var e event
+	// recheck is when to look again if no event comes first: the deadline of lost readiness.
+	var recheck time.Duration
+	switch {
+	case (wasReady || unready) && state.Replicas < minReplicas:
+		e = event{corev1.EventTypeNormal, v1alpha1.ReasonTargetScaledDown, fmt.Sprintf(
+			"%s was set to %d replicas after it was ready (minimum %d); the next signal wakes it", ref, state.Replicas, minReplicas)}
+		setReady(metav1.ConditionFalse, e.reason, e.message)
 		sr.Status.Phase = v1alpha1.PhaseIdle
+	case wasReady && state.Current && state.ReadyReplicas < minReplicas:
+		// A Warning: a workload that was serving has stopped, which its owner should look at,
+		// and callers are held meanwhile.
+		e = event{corev1.EventTypeWarning, v1alpha1.ReasonTargetNotReady, fmt.Sprintf(
+			"%s has %d/%d ready replicas after it was ready; callers wait for them until %s, then the request fails with %s",
+			ref, state.ReadyReplicas, minReplicas, now.Add(c.config.ReadyTimeout).UTC().Format(time.RFC3339), v1alpha1.ReasonReadyTimeout)}
+		setReady(metav1.ConditionFalse, e.reason, e.message)
+		sr.Status.Phase = v1alpha1.PhaseScaling
+		recheck = c.config.ReadyTimeout
+	case unready && state.ReadyFor(minReplicas):
+		e = event{corev1.EventTypeNormal, v1alpha1.ReasonTargetReady, fmt.Sprintf(
+			"%s has %d/%d ready replicas again", ref, state.ReadyReplicas, minReplicas)}
+		setReady(metav1.ConditionTrue, e.reason, e.message)
+		sr.Status.Phase = v1alpha1.PhaseReady
+	case unready:
+		lost := meta.FindStatusCondition(cached.Status.Conditions, v1alpha1.ConditionReady).LastTransitionTime.Time
+		deadline := lost.Add(c.config.ReadyTimeout)
+		if now.Before(deadline) {
+			recheck = deadline.Sub(now)
+			break
+		}
+		e = event{corev1.EventTypeWarning, v1alpha1.ReasonReadyTimeout, fmt.Sprintf(
+			"%s did not have %d ready replicas again within %s of losing them (has %d ready of %d); giving up until the next signal",
+			ref, minReplicas, c.config.ReadyTimeout, state.ReadyReplicas, state.Replicas)}
+		setReady(metav1.ConditionFalse, e.reason, e.message)
+		sr.Status.Phase = v1alpha1.PhaseFailed
 	case cached.Status.Phase == v1alpha1.PhaseIdle && state.ReadyFor(minReplicas):
 		e = event{corev1.EventTypeNormal, v1alpha1.ReasonTargetReady, fmt.Sprintf(
 			"%s has %d/%d ready replicas again, scaled by something else", ref, state.ReadyReplicas, minReplicas)}
-		meta.SetStatusCondition(&sr.Status.Conditions, metav1.Condition{
-			Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: e.reason, Message: e.message,
-			ObservedGeneration: sr.Generation, LastTransitionTime: metav1.Time{Time: now},
-		})
+		setReady(metav1.ConditionTrue, e.reason, e.message)
 		sr.Status.ReadyTime, sr.Status.ColdStartDuration = &metav1.Time{Time: now}, nil
 		sr.Status.Phase = v1alpha1.PhaseReady
 	default:
@@ -160,7 +223,90 @@ func (c *Controller) followSettled(ctx context.Context, key cache.ObjectName, ca
 	if err := c.writeStatus(ctx, cached, sr); err != nil {
 		return err
 	}
-	klog.FromContext(ctx).V(2).Info("Settled request follows its target", "target", target.String(), "phase", sr.Status.Phase)
-	c.recorder.Event(sr, e.kind, e.reason, e.message)
+	if recheck > 0 {
+		c.queue.AddAfter(key, recheck)
+	}
+	if e.reason != "" {
+		klog.FromContext(ctx).V(2).Info("Settled request follows its target", "target", target.String(), "phase", sr.Status.Phase)
+		c.recorder.Event(sr, e.kind, e.reason, e.message)
+	}
 	return nil
+}
+
+// targetLeft fails a followed request whose target the inventory no longer holds: it was
+// deleted (TargetNotFound), or its owner removed the mark (NotOptedIn), after which the
+// controller would not see it scaled down either. Only this path pays a /scale read, to tell
+// the two apart. Like any request failed so, it is looked at again at once when the target is
+// back in the inventory (its event), else once per window; a new signal is not needed.
+func (c *Controller) targetLeft(ctx context.Context, key cache.ObjectName, cached *v1alpha1.ScaleRequest,
+	target scaling.Target, resource schema.GroupVersionResource) error {
+	sr := cached.DeepCopy()
+	r := &reconciliation{c: c, sr: sr, now: c.clock.Now(), id: targetID(sr), key: key,
+		scaledAfter: noObservation, readyAfter: noObservation}
+	_, err := c.scaler.Current(ctx, target)
+	switch {
+	case err == nil && c.config.RequireOptIn:
+		r.refuseNotOptedIn(target, resource)
+	case err == nil:
+		// Without opt-in the inventory holds every workload of the kind: it has not seen this
+		// one's creation yet, and its event brings the request back.
+		return nil
+	case scaling.ReasonOf(err) == scaling.ReasonTargetNotFound:
+		r.failScaled(v1alpha1.ReasonTargetNotFound, fmt.Sprintf("%s %s/%s was deleted after this request was served",
+			target.Ref.APIVersion, target.Ref.Kind, target.Ref.Name))
+		r.requeueAfter = c.config.RescaleDuration
+	default:
+		if err := r.scaleFailed(ctx, target, err); err != nil {
+			return err
+		}
+	}
+	sr.Status.Phase = phaseOf(sr)
+	if err := c.writeStatus(ctx, cached, sr); err != nil {
+		return err
+	}
+	r.report()
+	switch {
+	case r.recheckWithBackoff:
+		c.queue.AddAfter(key, c.recheck.When(key))
+	case r.requeueAfter > 0:
+		c.queue.AddAfter(key, r.requeueAfter)
+	}
+	return nil
+}
+
+// queueLeftTargets queues, once at start-up, the followed requests whose target the inventory
+// does not hold. A target deleted or unmarked while no controller ran sends no event, so
+// nothing else would bring its request to followSettled; the requests whose targets the
+// inventory does hold are queued by its first list. Lookup waits for each kind's cache.
+func (c *Controller) queueLeftTargets(ctx context.Context) {
+	if c.inventory == nil {
+		return
+	}
+	for _, src := range c.sources {
+		for _, obj := range src.indexer.List() {
+			sr, ok := obj.(*v1alpha1.ScaleRequest)
+			if !ok || !following(sr) {
+				continue
+			}
+			target := targetOf(sr)
+			gk, err := target.GroupKind()
+			if err != nil || !c.config.AllowedKinds.Allows(gk) {
+				continue
+			}
+			resource, err := c.scaler.Resolve(ctx, target)
+			if err != nil {
+				continue
+			}
+			entry, found, err := c.inventory.Lookup(ctx, gk, resource, target.Namespace, target.Ref.Name)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				continue
+			}
+			if !found || !entry.State.Exists {
+				c.queue.Add(cache.MetaObjectToName(sr))
+			}
+		}
+	}
 }

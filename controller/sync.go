@@ -122,9 +122,10 @@ func (c *Controller) forgetRequest(key cache.ObjectName) {
 	c.release(key)
 }
 
-// settled reports whether the latest signal needs no more scaling work: it is Ready or Idle, or
-// it failed in a way only a new signal (a spec change) can change. Ready and Idle requests still
-// follow their target through the inventory (followSettled), which costs no API call.
+// settled reports whether the latest signal needs no more scaling work: it is Ready or Idle, it
+// lost its ready replicas after it was Ready, or it failed in a way only a new signal (a spec
+// change) can change. All but the failed ones still follow their target through the inventory
+// (followSettled), which costs no API call.
 func settled(sr *v1alpha1.ScaleRequest) bool {
 	if sr.Status.ObservedGeneration != sr.Generation {
 		return false
@@ -132,6 +133,8 @@ func settled(sr *v1alpha1.ScaleRequest) bool {
 	switch sr.Status.Phase {
 	case v1alpha1.PhaseReady, v1alpha1.PhaseIdle:
 		return true
+	case v1alpha1.PhaseScaling:
+		return lostReadiness(sr)
 	case v1alpha1.PhaseFailed:
 		return finalFailure(sr)
 	}
@@ -314,13 +317,21 @@ func (r *reconciliation) ownerPermits(ctx context.Context, target scaling.Target
 		if _, err := r.c.scaler.Current(ctx, target); err != nil {
 			return false, r.scaleFailed(ctx, target, err)
 		}
-		r.failScaled(v1alpha1.ReasonNotOptedIn, fmt.Sprintf(
-			"%s has not opted in to being woken by ScaleRequests; its owner can allow it with: kubectl label %s %s -n %s %s=true",
-			ref, resource.GroupResource().String(), target.Ref.Name, target.Namespace, v1alpha1.LabelWake))
-		r.requeueAfter = r.c.config.RescaleDuration // the mark's inventory event comes first
+		r.refuseNotOptedIn(target, resource)
 		return false, nil
 	}
-	if raw, ok := entry.Annotations[v1alpha1.AnnotationMaxReplicas]; ok {
+	raw, ok := entry.Annotations[v1alpha1.AnnotationMaxReplicas]
+	if !ok && r.c.config.DefaultMaxReplicas > 0 && minReplicas > r.c.config.DefaultMaxReplicas {
+		// Waking brings a workload from zero to serving; more is an autoscaler's job, unless
+		// the owner says otherwise.
+		r.failScaled(v1alpha1.ReasonAboveOwnerCap, fmt.Sprintf(
+			"minReplicas %d is above the %d a wake may ask for when the owner of %s sets no cap (the controller's --default-max-replicas); its owner can raise it with: kubectl annotate %s %s -n %s %s=%d",
+			minReplicas, r.c.config.DefaultMaxReplicas, ref, resource.GroupResource().String(), target.Ref.Name, target.Namespace,
+			v1alpha1.AnnotationMaxReplicas, minReplicas))
+		r.requeueAfter = r.c.config.RescaleDuration
+		return false, nil
+	}
+	if ok {
 		capReplicas, err := strconv.ParseInt(raw, 10, 32)
 		switch {
 		case err != nil || capReplicas < 1:
@@ -338,6 +349,16 @@ func (r *reconciliation) ownerPermits(ctx context.Context, target scaling.Target
 		}
 	}
 	return true, nil
+}
+
+// refuseNotOptedIn fails the request because the target's owner has not marked it as
+// wakeable, or no longer does. The mark's inventory event brings the request back; the window's
+// re-check is the fallback.
+func (r *reconciliation) refuseNotOptedIn(target scaling.Target, resource schema.GroupVersionResource) {
+	r.failScaled(v1alpha1.ReasonNotOptedIn, fmt.Sprintf(
+		"%s/%s has not opted in to being woken by ScaleRequests; its owner can allow it with: kubectl label %s %s -n %s %s=true",
+		target.Ref.Kind, target.Ref.Name, resource.GroupResource().String(), target.Ref.Name, target.Namespace, v1alpha1.LabelWake))
+	r.requeueAfter = r.c.config.RescaleDuration
 }
 
 // follow starts watching a target that was scaled for the current signal before this process

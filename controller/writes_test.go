@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
+	"github.com/zerowake/zerowake/scaling"
 )
 
 // readyRequest is scaledRequest(t0) after the controller wrote it Ready, at resourceVersion 2.
@@ -79,6 +80,8 @@ func TestOwnWriteOfAnotherObjectIsIgnored(t *testing.T) {
 func TestSyncReadsItsOwnWrite(t *testing.T) {
 	f := newFixture(t, DefaultAllowedKinds, scaledRequest(t0))
 	f.ctrl.writes.record(readyRequest())
+	// The target is ready, as the write says; a target gone from the inventory would cost a read.
+	f.inventory.set("web", scaling.InventoryEntry{State: scaling.TargetState{Exists: true, Current: true, Replicas: 1, ReadyReplicas: 1}})
 	if err := f.sync(); err != nil {
 		t.Fatal(err)
 	}

@@ -210,6 +210,11 @@ const (
 	// ReasonTargetScaledDown: the target was ready for the latest signal and has since been set
 	// below minReplicas by something else; the request is Idle until signalled again.
 	ReasonTargetScaledDown = "TargetScaledDown"
+	// ReasonTargetNotReady: the target was ready for the latest signal and still has
+	// minReplicas, but fewer of them are ready now (a crash loop, a drain); the request is
+	// Scaling until they are ready again, and fails with ReadyTimeout if they are not within
+	// the controller's ready timeout of losing them.
+	ReasonTargetNotReady = "TargetNotReady"
 )
 
 // The marks a workload's owner sets to let ScaleRequests wake it. They live on the workload, so
