@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -46,9 +47,21 @@ func podTemplate(app string) corev1.PodTemplateSpec {
 
 func createDeployment(t *testing.T, ns, name string, replicas int32) *appsv1.Deployment {
 	t.Helper()
+	return createDeploymentAllowing(t, ns, name, replicas, 0)
+}
+
+// createDeploymentAllowing creates a marked Deployment whose owner lets a wake ask for up to
+// maxReplicas (the annotation; 0 leaves it out, and the controller's default of 1 applies).
+func createDeploymentAllowing(t *testing.T, ns, name string, replicas, maxReplicas int32) *appsv1.Deployment {
+	t.Helper()
+	var annotations map[string]string
+	if maxReplicas > 0 {
+		annotations = map[string]string{v1alpha1.AnnotationMaxReplicas: strconv.Itoa(int(maxReplicas))}
+	}
 	d := &appsv1.Deployment{
 		// Marked by its owner as wakeable: the controller scales only such workloads.
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"},
+			Annotations: annotations},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},

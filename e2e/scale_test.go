@@ -16,7 +16,7 @@ import (
 func TestScaleDeploymentFromZero(t *testing.T) {
 	t.Parallel()
 	ns := newNamespace(t)
-	createDeployment(t, ns, "web", 0)
+	createDeploymentAllowing(t, ns, "web", 0, 2)
 	createScaleRequest(t, newScaleRequest(ns, "web", "apps/v1", "Deployment", 2))
 
 	sr := waitForScaleRequest(t, ns, "web", "Ready", inPhase(v1alpha1.PhaseReady))

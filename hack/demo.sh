@@ -31,6 +31,8 @@ k create namespace demo
 k create deployment web -n demo --image=registry.example/web:1 --replicas=0
 # Its owner lets ScaleRequests wake it (the controller scales only workloads marked so).
 k label deployment web -n demo zerowake.dev/wake=true
+# A wake asks for one replica unless the owner allows more; this one wakes to two.
+k annotate deployment web -n demo zerowake.dev/max-replicas=2
 k rollout status deployment/web -n demo --timeout=30s >/dev/null
 
 say "A resolver signals demand: it creates ScaleRequest web"

@@ -59,6 +59,7 @@ type options struct {
 	readyTimeout    time.Duration
 	allowedKinds    string
 	requireOptIn    bool
+	defaultMaxRepl  int
 	qps             float64
 	burst           int
 	scaleQPS        float64
@@ -89,6 +90,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 5*time.Minute, "How long a scaled target may take to become ready before its ScaleRequest fails with ReadyTimeout.")
 	fs.StringVar(&o.allowedKinds, "allowed-kinds", controller.DefaultAllowedKinds, "Comma-separated Kind.group entries the controller may scale (e.g. Deployment.apps,Rollout.argoproj.io), or * for any kind with /scale.")
 	fs.BoolVar(&o.requireOptIn, "require-opt-in", true, "Scale only workloads their owners labelled "+v1alpha1.LabelWake+"=true (capped by their "+v1alpha1.AnnotationMaxReplicas+" annotation). Turn off only where every ScaleRequest writer is trusted to scale any workload of the allowed kinds.")
+	fs.IntVar(&o.defaultMaxRepl, "default-max-replicas", 1, "With --require-opt-in, the most minReplicas a ScaleRequest may ask for when the target's owner set no "+v1alpha1.AnnotationMaxReplicas+" annotation. Waking brings a workload from zero to serving; more is an autoscaler's job, and owners raise it with the annotation.")
 	fs.Float64Var(&o.qps, "kube-api-qps", 200, "Steady requests per second to the API server, for each of the controller's API clients but the /scale one (status, inventory, events).")
 	fs.IntVar(&o.burst, "kube-api-burst", 500, "Burst of requests to the API server, for each API client but the /scale one: a burst of wakes is the controller's normal load.")
 	fs.Float64Var(&o.scaleQPS, "kube-api-scale-qps", 2000, "Steady requests per second of the /scale client. Its writes are bounded already (one per target per rescale window), and a burst of wakes should not wait on it; the API server's priority and fairness guards the server.")
@@ -117,6 +119,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("--rescale-duration must be positive, got %s", o.rescaleDuration)
 	case o.readyTimeout <= 0:
 		return nil, fmt.Errorf("--ready-timeout must be positive, got %s", o.readyTimeout)
+	case o.defaultMaxRepl < 1 || o.defaultMaxRepl > v1alpha1.MaxMinReplicas:
+		return nil, fmt.Errorf("--default-max-replicas must be between 1 and %d, got %d", v1alpha1.MaxMinReplicas, o.defaultMaxRepl)
 	case o.qps <= 0 || o.burst < 1:
 		return nil, fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive")
 	case o.scaleQPS <= 0 || o.scaleBurst < 1:
@@ -272,6 +276,8 @@ func run(ctx context.Context, opts *options) error {
 			AllowedKinds:    allowed,
 			Inventory:       inventory,
 			RequireOptIn:    opts.requireOptIn,
+			// A wake brings a target from zero to serving; its owner's annotation allows more.
+			DefaultMaxReplicas: int32(opts.defaultMaxRepl),
 			// Every target a request may wake is in the inventory then: waiting for its
 			// readiness costs no watch of its own.
 			FollowInInventory: opts.requireOptIn,

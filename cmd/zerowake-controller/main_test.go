@@ -11,7 +11,7 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.rescaleDuration != 30*time.Second || o.workers < 1 || !o.leaderElect || o.opsAddress != "" || o.qps <= 5 {
+	if o.rescaleDuration != 30*time.Second || o.workers < 1 || !o.leaderElect || o.opsAddress != "" || o.qps <= 5 || o.defaultMaxRepl != 1 {
 		t.Fatalf("defaults: %+v", o)
 	}
 	for _, tc := range []struct {
@@ -24,6 +24,7 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"--kube-api-qps=0"}, "must be positive"},
 		{[]string{"--kube-api-scale-burst=0"}, "must be positive"},
 		{[]string{"--leader-election-lease-duration=5s", "--leader-election-renew-deadline=10s"}, "lease duration > renew deadline"},
+		{[]string{"--default-max-replicas=0"}, "--default-max-replicas must be between 1 and 1000"},
 		{[]string{"extra"}, "unexpected arguments: extra"},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},
 	} {

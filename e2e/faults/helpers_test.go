@@ -318,7 +318,9 @@ func parallel(ctx context.Context, n int, fn func(ctx context.Context, i int) er
 // deployment is a workload its owner marked as wakeable.
 func deployment(ns, name string, replicas int32) *appsv1.Deployment {
 	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"}},
+		// Marked by its owner as wakeable, up to the largest burstMin.
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"},
+			Annotations: map[string]string{v1alpha1.AnnotationMaxReplicas: "3"}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},

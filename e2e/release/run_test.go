@@ -300,8 +300,10 @@ func releaseDeployment(t *testing.T) *appsv1.Deployment {
 func createTarget(t *testing.T, ctx context.Context, ns, name string) {
 	t.Helper()
 	d := &appsv1.Deployment{
-		// Marked by its owner as wakeable: the controller scales only such workloads.
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"}},
+		// Marked by its owner as wakeable (the controller scales only such workloads), to two
+		// replicas: the wake below asks for them.
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"},
+			Annotations: map[string]string{v1alpha1.AnnotationMaxReplicas: "2"}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](0),
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
