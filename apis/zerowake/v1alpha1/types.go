@@ -96,9 +96,10 @@ type ScaleRequestPhase string
 const (
 	// PhasePending: the signal is seen but the target is not scaled yet (e.g. waiting out the rescale window).
 	PhasePending ScaleRequestPhase = "Pending"
-	// PhaseScaling: the target has at least minReplicas but fewer of them are ready.
+	// PhaseScaling: the target has at least minReplicas but fewer of them are ready: it is
+	// waking, or it lost ready replicas after it was Ready (reason TargetNotReady).
 	PhaseScaling ScaleRequestPhase = "Scaling"
-	// PhaseReady: the target has at least minReplicas ready replicas.
+	// PhaseReady: the target has at least minReplicas ready replicas now.
 	PhaseReady ScaleRequestPhase = "Ready"
 	// PhaseIdle: the latest signal was served, and the target has since been set below
 	// minReplicas by something else (an idler, a GitOps revert); a new signal wakes it again.
