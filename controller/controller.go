@@ -102,6 +102,9 @@ type Controller struct {
 	metrics  *Metrics
 	writes   *ownWrites
 	outcomes *pendingOutcomes
+	// sightings keeps when each unsettled signal was first seen, which bounds the resolver's
+	// clock in the cold start.
+	sightings *signalSightings
 	// scaleFirst holds readiness status writes while scale writes are still to come.
 	scaleFirst *firstScales
 	// recheck paces the re-checks of failures someone else may fix.
@@ -148,6 +151,7 @@ func New(
 		holders:    map[string]int{},
 		writes:     newOwnWrites(),
 		outcomes:   newPendingOutcomes(),
+		sightings:  newSignalSightings(),
 		scaleFirst: newFirstScales(),
 		// A failure someone else may fix is looked at again soon (a just-restarted API server
 		// may refuse requests for a second while its authorizer warms up), then less often, and
@@ -238,6 +242,7 @@ func (c *Controller) onAdd(obj any) {
 		if settled(sr) {
 			return
 		}
+		c.sightings.saw(sr, c.clock.Now())
 		if !servedSignal(sr) {
 			c.scaleFirst.expect(cache.MetaObjectToName(sr))
 		}
@@ -255,6 +260,12 @@ func (c *Controller) onUpdate(oldObj, newObj any) {
 	}
 	c.targets.update(old, sr)
 	c.writes.observed(sr)
+	if settled(sr) {
+		// A standby's informer sees the leader settle requests: nothing to remember for them.
+		c.sightings.forget(cache.MetaObjectToName(sr))
+	} else {
+		c.sightings.saw(sr, c.clock.Now())
+	}
 	if old.Generation != sr.Generation || sr.Status.ObservedGeneration != sr.Generation {
 		if !servedSignal(sr) {
 			c.scaleFirst.expect(cache.MetaObjectToName(sr))

@@ -53,11 +53,13 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	if settled(cached) {
 		c.release(key)
 		c.recheck.Forget(key)
+		c.sightings.forget(key)
 		return c.followSettled(ctx, key, cached)
 	}
 
 	sr := cached.DeepCopy()
 	r := &reconciliation{c: c, sr: sr, now: c.clock.Now(), id: targetID(sr), key: key}
+	c.sightings.saw(sr, r.now)
 	if err := r.run(ctx); err != nil {
 		// Transient: the queue's backoff retries; status waits for an outcome worth reporting.
 		return err
@@ -72,7 +74,8 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		// matter more than this request's status. The write's outcome is kept (outcomes) and
 		// written when the target is ready (its inventory event queues the request), in one
 		// status write instead of two, or once no other wake is under way, or at the latest
-		// after a rescale window.
+		// after a rescale window; once the target is ready, at most readyHoldLimit after the
+		// controller saw it ready.
 		c.queue.AddAfter(key, hold)
 		return nil
 	}
@@ -88,6 +91,10 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	}
 	// Status now carries the outcome of any scale write, so it is reported from here on.
 	c.outcomes.forget(key)
+	c.scaleFirst.unhold(key)
+	if settled(sr) {
+		c.sightings.forget(key)
+	}
 	r.report()
 	if r.done || sr.Status.Phase == v1alpha1.PhaseFailed {
 		// A failed request waits for a re-check or a new signal, not for its target's events:
@@ -118,6 +125,7 @@ func servedSignal(sr *v1alpha1.ScaleRequest) bool {
 func (c *Controller) forgetRequest(key cache.ObjectName) {
 	c.writes.forget(key)
 	c.outcomes.forget(key)
+	c.sightings.forget(key)
 	c.recheck.Forget(key)
 	c.release(key)
 }
@@ -177,6 +185,9 @@ type reconciliation struct {
 	// writtenAt is when the scale write this pass reports was made, if its status write is
 	// still to come and may wait (a first scale, not a fight's, which is reported at once).
 	writtenAt time.Time
+	// readySeenAt is when the controller first saw the target ready for this signal, if this
+	// pass found it ready.
+	readySeenAt time.Time
 }
 
 // statusHold returns how long the status write of a scale write may still wait (0: write it
@@ -184,7 +195,9 @@ type reconciliation struct {
 // for a failure. In a burst (other requests queued or other targets waking) it waits for this
 // target's readiness, so that one write says both; a single wake is written at once. Readiness
 // itself waits only while other requests' scale writes are still to come: those are what
-// resolvers wait for, and the last of them releases it (firstScales).
+// resolvers wait for, and the last of them releases it (firstScales). Resolvers wait for the
+// Ready write too, so under a steady stream of new signals, where a last one never comes, it
+// waits at most readyHoldLimit from the moment the target was seen ready.
 func (r *reconciliation) statusHold() time.Duration {
 	if r.writtenAt.IsZero() || r.c.queue.ShuttingDown() || !r.scaledNow() || phaseOf(r.sr) == v1alpha1.PhaseFailed {
 		return 0
@@ -194,8 +207,13 @@ func (r *reconciliation) statusHold() time.Duration {
 	case left == 0:
 		return 0
 	case r.done:
-		if r.c.scaleFirst.hold(r.key) {
-			return left
+		seen := r.readySeenAt
+		if seen.IsZero() {
+			seen = r.now
+		}
+		wait := min(left, seen.Add(readyHoldLimit).Sub(r.now))
+		if wait > 0 && r.c.scaleFirst.hold(r.key) {
+			return wait
 		}
 		return 0
 	case r.c.queue.Len() == 0 && r.c.Active() <= 1:
@@ -488,7 +506,7 @@ func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minR
 		status.LastScaleTime = &metav1.Time{Time: writtenAt}
 		if !fight {
 			r.events = append(r.events, event{corev1.EventTypeNormal, reason, message})
-			r.scaledAfter = nonNegative(writtenAt.Sub(signalTime(sr)))
+			r.scaledAfter = nonNegative(writtenAt.Sub(r.signalTime()))
 		}
 		if wroteNow {
 			logger.Info("Scaled target", "target", target.String(), "from", previous, "to", result.Replicas)
@@ -569,6 +587,7 @@ func (r *reconciliation) followReadiness(minReplicas int32, state scaling.Target
 			return
 		}
 	}
+	r.c.outcomes.notReady(r.key)
 
 	waitingSince := r.now
 	if cond := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); cond != nil &&
@@ -600,22 +619,26 @@ func (r *reconciliation) followReadiness(minReplicas int32, state scaling.Target
 
 // markReady records that the target has its minimum ready. A cold start is recorded only when
 // this controller scaled the target up for this signal: a target that was already up did not
-// start cold.
+// start cold. readyTime, the cold start and the condition's transition are the moment the
+// controller first saw the target ready, which is earlier than this pass when its status write
+// was held (scale first).
 func (r *reconciliation) markReady(minReplicas int32, state scaling.TargetState) {
 	sr, status := r.sr, &r.sr.Status
 	ref := sr.Spec.ScaleTargetRef.Kind + "/" + sr.Spec.ScaleTargetRef.Name
-	status.ReadyTime = &metav1.Time{Time: r.now}
+	seen := r.c.outcomes.sawReady(r.key, sr.UID, sr.Generation, r.now)
+	r.readySeenAt = seen
+	status.ReadyTime = &metav1.Time{Time: seen}
 	message := fmt.Sprintf("%s has %d/%d ready replicas", ref, state.ReadyReplicas, minReplicas)
 	switch r.scaledReason() {
 	case v1alpha1.ReasonScaledFromZero, v1alpha1.ReasonScaledUp, v1alpha1.ReasonScaleFight:
-		coldStart := nonNegative(r.now.Sub(signalTime(sr))).Round(time.Millisecond)
+		coldStart := nonNegative(seen.Sub(r.signalTime())).Round(time.Millisecond)
 		status.ColdStartDuration = &metav1.Duration{Duration: coldStart}
 		message += fmt.Sprintf(", %s after the signal", coldStart)
 		r.readyAfter = coldStart
 	default:
 		status.ColdStartDuration = nil
 	}
-	r.setCondition(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonTargetReady, message)
+	r.setConditionAt(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonTargetReady, message, seen)
 	r.events = append(r.events, event{corev1.EventTypeNormal, v1alpha1.ReasonTargetReady, message})
 }
 
@@ -629,12 +652,17 @@ func (r *reconciliation) failScaled(reason, message string) {
 // (status, reason or signal) counts one scale outcome; one that newly turns to a failure also
 // queues a Warning event.
 func (r *reconciliation) setCondition(conditionType string, status metav1.ConditionStatus, reason, message string) {
+	r.setConditionAt(conditionType, status, reason, message, r.now)
+}
+
+// setConditionAt is setCondition for a change the controller saw at a moment before this pass.
+func (r *reconciliation) setConditionAt(conditionType string, status metav1.ConditionStatus, reason, message string, at time.Time) {
 	conditions := &r.sr.Status.Conditions
 	previous := meta.FindStatusCondition(*conditions, conditionType)
 	isNew := previous == nil || previous.Reason != reason || previous.Status != status || previous.ObservedGeneration != r.sr.Generation
 	meta.SetStatusCondition(conditions, metav1.Condition{
 		Type: conditionType, Status: status, Reason: reason, Message: message,
-		ObservedGeneration: r.sr.Generation, LastTransitionTime: metav1.Time{Time: r.now},
+		ObservedGeneration: r.sr.Generation, LastTransitionTime: metav1.Time{Time: at},
 	})
 	if !isNew {
 		return
@@ -697,14 +725,6 @@ func (c *Controller) writeStatus(ctx context.Context, cached, sr *v1alpha1.Scale
 		c.metrics.statusWrites.WithLabelValues("error").Inc()
 	}
 	return err
-}
-
-// signalTime is when the latest signal was given: spec.requestedAt, or the creation time.
-func signalTime(sr *v1alpha1.ScaleRequest) time.Time {
-	if sr.Spec.RequestedAt != nil {
-		return sr.Spec.RequestedAt.Time
-	}
-	return sr.CreationTimestamp.Time
 }
 
 func nonNegative(d time.Duration) time.Duration { return max(d, 0) }
