@@ -30,8 +30,9 @@ import (
 // QueueName names the workqueue, and so its client-go metrics.
 const QueueName = "scalerequests"
 
-// FieldManager is the field manager of the controller's status writes.
-const FieldManager = "zerowake-controller"
+// FieldManager is the field manager of the controller's status writes (and of its /scale
+// writes from zero).
+const FieldManager = scaling.FieldManager
 
 // Scaler raises a target to a minimum replica count; *scaling.ScaleHandler implements it.
 type Scaler interface {
@@ -42,6 +43,10 @@ type Scaler interface {
 	// Resolve returns the resource whose /scale serves the target's kind (cached after the
 	// first call for a kind).
 	Resolve(ctx context.Context, target scaling.Target) (schema.GroupVersionResource, error)
+	// LastWrite returns this controller's last /scale write to the target, if the target still
+	// records it (nobody set its replicas since). It costs an API call: only for a target found
+	// up for a signal this process has no record of scaling.
+	LastWrite(ctx context.Context, target scaling.Target, resource schema.GroupVersionResource) (scaling.Write, bool, error)
 }
 
 // Inventory holds the workloads whose owners marked them as wakeable, with their replicas, in
@@ -332,6 +337,27 @@ func (c *Controller) enqueueTargetIf(id string, want func(*zerowakev1alpha1.Scal
 			c.queue.Add(key)
 		}
 	}
+}
+
+// requestsFor returns the cached requests naming the target id (as the controller last wrote
+// them).
+func (c *Controller) requestsFor(id string) []*zerowakev1alpha1.ScaleRequest {
+	namespace, _, _ := strings.Cut(id, "/")
+	src := c.sourceFor(namespace)
+	if src.indexer == nil {
+		return nil
+	}
+	var out []*zerowakev1alpha1.ScaleRequest
+	for _, key := range c.targets.requests(id) {
+		obj, exists, err := src.indexer.GetByKey(key.String())
+		if err != nil || !exists {
+			continue
+		}
+		if sr, ok := obj.(*zerowakev1alpha1.ScaleRequest); ok {
+			out = append(out, c.writes.newest(sr))
+		}
+	}
+	return out
 }
 
 // targetID identifies a request's target as namespace/group/Kind/name: the key of the target

@@ -19,6 +19,9 @@ type scaleOutcome struct {
 	result     scaling.Result
 	fight      bool
 	writtenAt  time.Time
+	// unknownWriteTime is set for a predecessor's write whose time the API server did not
+	// record: writtenAt is then when it was found, which only the window uses.
+	unknownWriteTime bool
 	// readySeenAt is when this controller first saw the target ready for the signal, if its
 	// Ready status write was held since: readyTime and the cold start end there, not at the
 	// write.

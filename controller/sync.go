@@ -400,7 +400,7 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 		if !o.fight {
 			r.writtenAt = o.writtenAt
 		}
-		return r.scaled(ctx, target, minReplicas, o.fight, o.result, o.writtenAt, false)
+		return r.scaled(ctx, target, minReplicas, o.fight, o.result, o.writtenAt, false, o.unknownWriteTime)
 	}
 
 	var persisted time.Time
@@ -420,7 +420,7 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 		}
 		if current.Replicas >= minReplicas {
 			r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: current})
-			return r.scaled(ctx, target, minReplicas, false, current, time.Time{}, false)
+			return r.scaled(ctx, target, minReplicas, false, current, time.Time{}, false, false)
 		}
 	}
 	if res.wait > 0 {
@@ -446,6 +446,7 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 	// This worker holds the target's reservation: end it whatever happens, and let the other
 	// requests naming the target look again.
 	var writtenAt time.Time
+	unknownWriteTime := false
 	defer func() {
 		r.c.window.complete(r.id, writtenAt)
 		r.c.enqueueTargetExcept(r.id, r.key)
@@ -454,25 +455,97 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 	if err != nil {
 		return r.scaleFailed(ctx, target, err)
 	}
-	if result.Scaled {
+	switch {
+	case result.Scaled:
 		// The window runs from the write's answer, not from the start of the sync: time spent
 		// before the write (a slow API server, a busy node) must not shorten the gap to the next.
 		writtenAt = r.c.clock.Now()
+	case !fight:
+		// Up, and this process knows no write to it within a window (it holds the reservation).
+		if at, ok := r.unrecordedWrite(ctx, target, result); ok {
+			logger.Info("Target was scaled from zero for this signal by this controller before it restarted; recording that write",
+				"target", target.String(), "scaledAt", at)
+			result.Scaled, result.PreviousReplicas = true, 0
+			// When the API server does not say when, the window runs from now: later than the
+			// write, so never shorter than a window between two writes.
+			writtenAt = at
+			if writtenAt.IsZero() {
+				writtenAt, unknownWriteTime = r.c.clock.Now(), true
+			}
+		}
 	}
 	// Kept until a status write carries it, also when nothing was written: a pass that waits
 	// for the target watch's first answer before writing status must not ask /scale again.
-	r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt})
+	r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt, unknownWriteTime: unknownWriteTime})
 	if !fight {
 		r.writtenAt = writtenAt
 	}
-	return r.scaled(ctx, target, minReplicas, fight, result, writtenAt, result.Scaled)
+	return r.scaled(ctx, target, minReplicas, fight, result, writtenAt, result.Scaled && !unknownWriteTime, unknownWriteTime)
+}
+
+// unrecordedWrite finds a scale write from zero that this controller made for the current
+// signal but never recorded: the process that made it died (SIGKILL, a lost lease) while its
+// status write was held (scale first), so the request says nothing of it and the target is up.
+// The target itself records, in its managed fields, that the controller's from-zero write last
+// changed its replicas: nobody has changed them since, or the record would be someone else's.
+// It returns when the write was made if the API server recorded that (zero otherwise).
+//
+// The record is this signal's write unless an earlier one accounts for it: a write status
+// already records (lastScaleTime) while the target has not been seen down since (the request
+// is not Idle), or another request naming the same target that records its own scale and is
+// not Idle. A target that went down since such a write was set to zero by someone else, which
+// takes the record from this controller, so a record found then is a newer write. When the API
+// server keeps the write's time, it must also be in or after the second of the signal. Only a
+// write from zero is recognised: the record does not say what a raise from a higher count
+// started from, so such a target is reported AlreadyScaled, as before. This costs one read, on
+// a path the normal wake never takes (the request not Scaled for its signal, the target up).
+func (r *reconciliation) unrecordedWrite(ctx context.Context, target scaling.Target, result scaling.Result) (time.Time, bool) {
+	write, found, err := r.c.scaler.LastWrite(ctx, target, result.Resource)
+	if err != nil {
+		klog.FromContext(ctx).V(2).Info("Could not read the target's record of scale writes", "target", target.String(), "err", err)
+		return time.Time{}, false
+	}
+	if !found || !write.FromZero {
+		return time.Time{}, false
+	}
+	if !write.At.IsZero() && !write.At.Add(time.Second).After(requestedTime(r.sr)) {
+		return time.Time{}, false
+	}
+	if accountsFor(r.sr, r.sr.Generation) {
+		return time.Time{}, false
+	}
+	for _, other := range r.c.requestsFor(r.id) {
+		if other.UID != r.sr.UID && accountsFor(other, -1) {
+			return time.Time{}, false
+		}
+	}
+	return write.At, true
+}
+
+// accountsFor reports whether sr records a scale write of a signal other than generation
+// (-1: any) whose target has not been seen down since.
+func accountsFor(sr *v1alpha1.ScaleRequest, generation int64) bool {
+	scaled := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled)
+	if scaled == nil || scaled.Status != metav1.ConditionTrue || scaled.ObservedGeneration == generation {
+		return false
+	}
+	switch scaled.Reason {
+	case v1alpha1.ReasonScaledFromZero, v1alpha1.ReasonScaledUp, v1alpha1.ReasonScaleFight:
+	default:
+		return false
+	}
+	return sr.Status.Phase != v1alpha1.PhaseIdle
 }
 
 // scaled records the outcome of a scale write made at writtenAt (or, with a zero writtenAt, of
 // finding the target already scaled) and starts following the target's readiness. wroteNow is
 // set when the write was made by this pass, rather than recalled from one whose status write
 // failed.
-func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minReplicas int32, fight bool, result scaling.Result, writtenAt time.Time, wroteNow bool) error {
+//
+// With unknownWriteTime set, the write is a predecessor's whose time the API server did not
+// record (unrecordedWrite): lastScaleTime and the signal-to-scaled time are left unsaid rather
+// than made up; the cold start, which runs from the signal to readiness, is still recorded.
+func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minReplicas int32, fight bool, result scaling.Result, writtenAt time.Time, wroteNow, unknownWriteTime bool) error {
 	sr, status := r.sr, &r.sr.Status
 	logger := klog.FromContext(ctx)
 	after := ""
@@ -502,11 +575,21 @@ func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minR
 	default:
 		reason, message = v1alpha1.ReasonScaledUp, fmt.Sprintf("Scaled %s from %d to %d replicas", ref, previous, result.Replicas)
 	}
+	if unknownWriteTime {
+		message += " (by this controller before it restarted, unrecorded; the API server keeps no time for it)"
+	}
 	if result.Scaled {
-		status.LastScaleTime = &metav1.Time{Time: writtenAt}
+		if unknownWriteTime {
+			// A lastScaleTime left from an earlier write would read as this one's.
+			status.LastScaleTime = nil
+		} else {
+			status.LastScaleTime = &metav1.Time{Time: writtenAt}
+		}
 		if !fight {
 			r.events = append(r.events, event{corev1.EventTypeNormal, reason, message})
-			r.scaledAfter = nonNegative(writtenAt.Sub(r.signalTime()))
+			if !unknownWriteTime {
+				r.scaledAfter = nonNegative(writtenAt.Sub(r.signalTime()))
+			}
 		}
 		if wroteNow {
 			logger.Info("Scaled target", "target", target.String(), "from", previous, "to", result.Replicas)

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/scale"
 	"k8s.io/klog/v2"
 )
@@ -46,6 +47,8 @@ type ScaleHandler struct {
 	// resolved remembers, per group and kind, the resource whose /scale serves it, so that the
 	// wake path costs one request once a kind has been seen.
 	resolved map[schema.GroupKind]schema.GroupVersionResource
+	// records, if set, reads targets' metadata for LastWrite.
+	records metadata.Interface
 	// lastReset is when discovery was last refreshed.
 	lastReset time.Time
 	now       func() time.Time
@@ -91,7 +94,9 @@ func (h *ScaleHandler) scaleUp(ctx context.Context, target Target, gvr schema.Gr
 	result := Result{Resource: gvr}
 	scales := h.scales.Scales(target.Namespace)
 
-	s, err := scales.Patch(ctx, gvr, target.Ref.Name, types.JSONPatchType, fromZeroPatch(minReplicas), metav1.PatchOptions{})
+	// The field manager marks the write as one from zero in the target's managed fields, which
+	// is how a successor recognises it if this process dies before recording it (LastWrite).
+	s, err := scales.Patch(ctx, gvr, target.Ref.Name, types.JSONPatchType, fromZeroPatch(minReplicas), metav1.PatchOptions{FieldManager: FieldManager})
 	if err == nil {
 		result.PreviousReplicas, result.Replicas, result.Scaled, result.ResourceVersion = 0, s.Spec.Replicas, true, s.ResourceVersion
 		return result, nil
@@ -109,7 +114,7 @@ func (h *ScaleHandler) scaleUp(ctx context.Context, target Target, gvr schema.Gr
 		return result, nil
 	}
 	patch := fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"spec":{"replicas":%d}}`, s.ResourceVersion, minReplicas)
-	s, err = scales.Patch(ctx, gvr, target.Ref.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	s, err = scales.Patch(ctx, gvr, target.Ref.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: raiseFieldManager})
 	if err != nil {
 		return result, h.classify(target, gvr, err)
 	}
