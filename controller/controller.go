@@ -30,8 +30,9 @@ import (
 // QueueName names the workqueue, and so its client-go metrics.
 const QueueName = "scalerequests"
 
-// FieldManager is the field manager of the controller's status writes.
-const FieldManager = "zerowake-controller"
+// FieldManager is the field manager of the controller's status writes (and of its /scale
+// writes from zero).
+const FieldManager = scaling.FieldManager
 
 // Scaler raises a target to a minimum replica count; *scaling.ScaleHandler implements it.
 type Scaler interface {
@@ -42,6 +43,10 @@ type Scaler interface {
 	// Resolve returns the resource whose /scale serves the target's kind (cached after the
 	// first call for a kind).
 	Resolve(ctx context.Context, target scaling.Target) (schema.GroupVersionResource, error)
+	// LastWrite returns this controller's last /scale write to the target, if the target still
+	// records it (nobody set its replicas since). It costs an API call: only for a target found
+	// up for a signal this process has no record of scaling.
+	LastWrite(ctx context.Context, target scaling.Target, resource schema.GroupVersionResource) (scaling.Write, bool, error)
 }
 
 // Inventory holds the workloads whose owners marked them as wakeable, with their replicas, in
@@ -105,6 +110,9 @@ type Controller struct {
 	metrics  *Metrics
 	writes   *ownWrites
 	outcomes *pendingOutcomes
+	// sightings keeps when each unsettled signal was first seen, which bounds the resolver's
+	// clock in the cold start.
+	sightings *signalSightings
 	// scaleFirst holds readiness status writes while scale writes are still to come.
 	scaleFirst *firstScales
 	// recheck paces the re-checks of failures someone else may fix.
@@ -151,6 +159,7 @@ func New(
 		holders:    map[string]int{},
 		writes:     newOwnWrites(),
 		outcomes:   newPendingOutcomes(),
+		sightings:  newSignalSightings(),
 		scaleFirst: newFirstScales(),
 		// A failure someone else may fix is looked at again soon (a just-restarted API server
 		// may refuse requests for a second while its authorizer warms up), then less often, and
@@ -241,6 +250,7 @@ func (c *Controller) onAdd(obj any) {
 		if settled(sr) {
 			return
 		}
+		c.sightings.saw(sr, c.clock.Now())
 		if !servedSignal(sr) {
 			c.scaleFirst.expect(cache.MetaObjectToName(sr))
 		}
@@ -258,6 +268,12 @@ func (c *Controller) onUpdate(oldObj, newObj any) {
 	}
 	c.targets.update(old, sr)
 	c.writes.observed(sr)
+	if settled(sr) {
+		// A standby's informer sees the leader settle requests: nothing to remember for them.
+		c.sightings.forget(cache.MetaObjectToName(sr))
+	} else {
+		c.sightings.saw(sr, c.clock.Now())
+	}
 	if old.Generation != sr.Generation || sr.Status.ObservedGeneration != sr.Generation {
 		if !servedSignal(sr) {
 			c.scaleFirst.expect(cache.MetaObjectToName(sr))
@@ -324,6 +340,27 @@ func (c *Controller) enqueueTargetIf(id string, want func(*zerowakev1alpha1.Scal
 			c.queue.Add(key)
 		}
 	}
+}
+
+// requestsFor returns the cached requests naming the target id (as the controller last wrote
+// them).
+func (c *Controller) requestsFor(id string) []*zerowakev1alpha1.ScaleRequest {
+	namespace, _, _ := strings.Cut(id, "/")
+	src := c.sourceFor(namespace)
+	if src.indexer == nil {
+		return nil
+	}
+	var out []*zerowakev1alpha1.ScaleRequest
+	for _, key := range c.targets.requests(id) {
+		obj, exists, err := src.indexer.GetByKey(key.String())
+		if err != nil || !exists {
+			continue
+		}
+		if sr, ok := obj.(*zerowakev1alpha1.ScaleRequest); ok {
+			out = append(out, c.writes.newest(sr))
+		}
+	}
+	return out
 }
 
 // targetID identifies a request's target as namespace/group/Kind/name: the key of the target

@@ -46,6 +46,10 @@ type fakeScaler struct {
 	err     error
 	calls   []scaling.Target // ScaleUp calls
 	reads   []scaling.Target // Current calls
+	// lastWrite is what the target records of the controller's last /scale write.
+	lastWrite      scaling.Write
+	lastWriteFound bool
+	lastWriteReads int
 }
 
 func (s *fakeScaler) ScaleUp(_ context.Context, target scaling.Target, _ int32) (scaling.Result, error) {
@@ -60,6 +64,13 @@ func (s *fakeScaler) Current(_ context.Context, target scaling.Target) (scaling.
 	defer s.mu.Unlock()
 	s.reads = append(s.reads, target)
 	return s.current, s.err
+}
+
+func (s *fakeScaler) LastWrite(context.Context, scaling.Target, schema.GroupVersionResource) (scaling.Write, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastWriteReads++
+	return s.lastWrite, s.lastWriteFound, nil
 }
 
 func (s *fakeScaler) Resolve(context.Context, scaling.Target) (schema.GroupVersionResource, error) {

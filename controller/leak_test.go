@@ -83,6 +83,9 @@ func TestNoWatchOutlivesItsRequest(t *testing.T) {
 	if n := watcher.Len(); n != 0 || f.ctrl.Active() != 0 {
 		t.Fatalf("%d watches and %d holds outlived their requests", n, f.ctrl.Active())
 	}
+	if n := f.ctrl.sightings.len(); n != 0 {
+		t.Fatalf("%d signal sightings outlived their requests (settled or deleted)", n)
+	}
 	eventually(t, "the watches' goroutines to end", func() bool { return runtime.NumGoroutine() <= baseline+2 })
 }
 

@@ -32,7 +32,7 @@ func NewMetrics(reg prometheus.Registerer, active func() float64) *Metrics {
 		}),
 		wakeToReady: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "zerowake", Name: "wake_to_ready_seconds",
-			Help:    "Cold-start time: from a signal to the target having minReplicas ready replicas.",
+			Help:    "Cold-start time: from a signal (bounded by the controller's own first sight of it) to the controller first seeing the target with minReplicas ready replicas.",
 			Buckets: wakeBuckets,
 		}),
 		statusWrites: prometheus.NewCounterVec(prometheus.CounterOpts{

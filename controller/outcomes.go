@@ -19,6 +19,13 @@ type scaleOutcome struct {
 	result     scaling.Result
 	fight      bool
 	writtenAt  time.Time
+	// unknownWriteTime is set for a predecessor's write whose time the API server did not
+	// record: writtenAt is then when it was found, which only the window uses.
+	unknownWriteTime bool
+	// readySeenAt is when this controller first saw the target ready for the signal, if its
+	// Ready status write was held since: readyTime and the cold start end there, not at the
+	// write.
+	readySeenAt time.Time
 }
 
 // pendingOutcomes keeps each scale write until a status write carries it. Without it, a status
@@ -55,6 +62,34 @@ func (p *pendingOutcomes) get(key cache.ObjectName, uid types.UID, generation in
 		return scaleOutcome{}, false
 	}
 	return o, true
+}
+
+// sawReady records that the signal's target was seen ready at now, unless an earlier sighting
+// is kept, and returns the first sighting. Without a pending outcome nothing is held, so the
+// status write that follows is made now and now is the sighting.
+func (p *pendingOutcomes) sawReady(key cache.ObjectName, uid types.UID, generation int64, now time.Time) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	o, ok := p.outcomes[key]
+	if !ok || o.uid != uid || o.generation != generation {
+		return now
+	}
+	if o.readySeenAt.IsZero() || now.Before(o.readySeenAt) {
+		o.readySeenAt = now
+		p.outcomes[key] = o
+	}
+	return o.readySeenAt
+}
+
+// notReady forgets a sighting of readiness that no longer holds: the target lost ready
+// replicas before its Ready write went out, so the next sighting counts.
+func (p *pendingOutcomes) notReady(key cache.ObjectName) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if o, ok := p.outcomes[key]; ok && !o.readySeenAt.IsZero() {
+		o.readySeenAt = time.Time{}
+		p.outcomes[key] = o
+	}
 }
 
 // keys lists the requests with a scale write whose status write is still to come.

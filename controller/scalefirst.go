@@ -2,6 +2,7 @@ package controller
 
 import (
 	"sync"
+	"time"
 
 	"k8s.io/client-go/tools/cache"
 )
@@ -66,6 +67,15 @@ func (f *firstScales) hold(key cache.ObjectName) bool {
 	return true
 }
 
+// unhold drops key from the held writes once its status is written: under steady arrivals the
+// last pending attempt may not come for a long time, and the held set must not keep every
+// request written meanwhile.
+func (f *firstScales) unhold(key cache.ObjectName) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.held, key)
+}
+
 // counts returns how many requests wait for their scale attempt and how many status writes are
 // held for them.
 func (f *firstScales) counts() (pending, held int) {
@@ -73,3 +83,14 @@ func (f *firstScales) counts() (pending, held int) {
 	defer f.mu.Unlock()
 	return len(f.pending), len(f.held)
 }
+
+// readyHoldLimit is the longest a Ready status write is held once the controller has seen its
+// target ready. Holding it at all only orders the queue (scale writes before status writes);
+// it saves no write, since a held Ready write is still one write. Without a limit a steady
+// stream of new signals would hold it to the end of its rescale window, and resolvers would
+// wait for a target that was serving long before: the gate's default route timeout is that
+// same window. One second is below what a resolver notices on a cold start that took at least
+// the target's own start-up, and long enough for the scale writes of the signals that arrived
+// meanwhile to go first; readyTime and the cold start are stamped when readiness was seen, so
+// the hold does not show in them.
+const readyHoldLimit = time.Second

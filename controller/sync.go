@@ -53,11 +53,13 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	if settled(cached) {
 		c.release(key)
 		c.recheck.Forget(key)
+		c.sightings.forget(key)
 		return c.followSettled(ctx, key, cached)
 	}
 
 	sr := cached.DeepCopy()
 	r := &reconciliation{c: c, sr: sr, now: c.clock.Now(), id: targetID(sr), key: key}
+	c.sightings.saw(sr, r.now)
 	if err := r.run(ctx); err != nil {
 		// Transient: the queue's backoff retries; status waits for an outcome worth reporting.
 		return err
@@ -72,7 +74,8 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 		// matter more than this request's status. The write's outcome is kept (outcomes) and
 		// written when the target is ready (its inventory event queues the request), in one
 		// status write instead of two, or once no other wake is under way, or at the latest
-		// after a rescale window.
+		// after a rescale window; once the target is ready, at most readyHoldLimit after the
+		// controller saw it ready.
 		c.queue.AddAfter(key, hold)
 		return nil
 	}
@@ -88,6 +91,10 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	}
 	// Status now carries the outcome of any scale write, so it is reported from here on.
 	c.outcomes.forget(key)
+	c.scaleFirst.unhold(key)
+	if settled(sr) {
+		c.sightings.forget(key)
+	}
 	r.report()
 	if r.done || sr.Status.Phase == v1alpha1.PhaseFailed {
 		// A failed request waits for a re-check or a new signal, not for its target's events:
@@ -118,6 +125,7 @@ func servedSignal(sr *v1alpha1.ScaleRequest) bool {
 func (c *Controller) forgetRequest(key cache.ObjectName) {
 	c.writes.forget(key)
 	c.outcomes.forget(key)
+	c.sightings.forget(key)
 	c.recheck.Forget(key)
 	c.release(key)
 }
@@ -180,6 +188,9 @@ type reconciliation struct {
 	// writtenAt is when the scale write this pass reports was made, if its status write is
 	// still to come and may wait (a first scale, not a fight's, which is reported at once).
 	writtenAt time.Time
+	// readySeenAt is when the controller first saw the target ready for this signal, if this
+	// pass found it ready.
+	readySeenAt time.Time
 }
 
 // statusHold returns how long the status write of a scale write may still wait (0: write it
@@ -187,7 +198,9 @@ type reconciliation struct {
 // for a failure. In a burst (other requests queued or other targets waking) it waits for this
 // target's readiness, so that one write says both; a single wake is written at once. Readiness
 // itself waits only while other requests' scale writes are still to come: those are what
-// resolvers wait for, and the last of them releases it (firstScales).
+// resolvers wait for, and the last of them releases it (firstScales). Resolvers wait for the
+// Ready write too, so under a steady stream of new signals, where a last one never comes, it
+// waits at most readyHoldLimit from the moment the target was seen ready.
 func (r *reconciliation) statusHold() time.Duration {
 	if r.writtenAt.IsZero() || r.c.queue.ShuttingDown() || !r.scaledNow() || phaseOf(r.sr) == v1alpha1.PhaseFailed {
 		return 0
@@ -197,8 +210,13 @@ func (r *reconciliation) statusHold() time.Duration {
 	case left == 0:
 		return 0
 	case r.done:
-		if r.c.scaleFirst.hold(r.key) {
-			return left
+		seen := r.readySeenAt
+		if seen.IsZero() {
+			seen = r.now
+		}
+		wait := min(left, seen.Add(readyHoldLimit).Sub(r.now))
+		if wait > 0 && r.c.scaleFirst.hold(r.key) {
+			return wait
 		}
 		return 0
 	case r.c.queue.Len() == 0 && r.c.Active() <= 1:
@@ -403,7 +421,7 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 		if !o.fight {
 			r.writtenAt = o.writtenAt
 		}
-		return r.scaled(ctx, target, minReplicas, o.fight, o.result, o.writtenAt, false)
+		return r.scaled(ctx, target, minReplicas, o.fight, o.result, o.writtenAt, false, o.unknownWriteTime)
 	}
 
 	var persisted time.Time
@@ -423,7 +441,7 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 		}
 		if current.Replicas >= minReplicas {
 			r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: current})
-			return r.scaled(ctx, target, minReplicas, false, current, time.Time{}, false)
+			return r.scaled(ctx, target, minReplicas, false, current, time.Time{}, false, false)
 		}
 	}
 	if res.wait > 0 {
@@ -449,6 +467,7 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 	// This worker holds the target's reservation: end it whatever happens, and let the other
 	// requests naming the target look again.
 	var writtenAt time.Time
+	unknownWriteTime := false
 	defer func() {
 		r.c.window.complete(r.id, writtenAt)
 		r.c.enqueueTargetExcept(r.id, r.key)
@@ -457,25 +476,97 @@ func (r *reconciliation) scale(ctx context.Context, target scaling.Target, minRe
 	if err != nil {
 		return r.scaleFailed(ctx, target, err)
 	}
-	if result.Scaled {
+	switch {
+	case result.Scaled:
 		// The window runs from the write's answer, not from the start of the sync: time spent
 		// before the write (a slow API server, a busy node) must not shorten the gap to the next.
 		writtenAt = r.c.clock.Now()
+	case !fight:
+		// Up, and this process knows no write to it within a window (it holds the reservation).
+		if at, ok := r.unrecordedWrite(ctx, target, result); ok {
+			logger.Info("Target was scaled from zero for this signal by this controller before it restarted; recording that write",
+				"target", target.String(), "scaledAt", at)
+			result.Scaled, result.PreviousReplicas = true, 0
+			// When the API server does not say when, the window runs from now: later than the
+			// write, so never shorter than a window between two writes.
+			writtenAt = at
+			if writtenAt.IsZero() {
+				writtenAt, unknownWriteTime = r.c.clock.Now(), true
+			}
+		}
 	}
 	// Kept until a status write carries it, also when nothing was written: a pass that waits
 	// for the target watch's first answer before writing status must not ask /scale again.
-	r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt})
+	r.c.outcomes.put(r.key, scaleOutcome{uid: r.sr.UID, generation: r.sr.Generation, result: result, fight: fight, writtenAt: writtenAt, unknownWriteTime: unknownWriteTime})
 	if !fight {
 		r.writtenAt = writtenAt
 	}
-	return r.scaled(ctx, target, minReplicas, fight, result, writtenAt, result.Scaled)
+	return r.scaled(ctx, target, minReplicas, fight, result, writtenAt, result.Scaled && !unknownWriteTime, unknownWriteTime)
+}
+
+// unrecordedWrite finds a scale write from zero that this controller made for the current
+// signal but never recorded: the process that made it died (SIGKILL, a lost lease) while its
+// status write was held (scale first), so the request says nothing of it and the target is up.
+// The target itself records, in its managed fields, that the controller's from-zero write last
+// changed its replicas: nobody has changed them since, or the record would be someone else's.
+// It returns when the write was made if the API server recorded that (zero otherwise).
+//
+// The record is this signal's write unless an earlier one accounts for it: a write status
+// already records (lastScaleTime) while the target has not been seen down since (the request
+// is not Idle), or another request naming the same target that records its own scale and is
+// not Idle. A target that went down since such a write was set to zero by someone else, which
+// takes the record from this controller, so a record found then is a newer write. When the API
+// server keeps the write's time, it must also be in or after the second of the signal. Only a
+// write from zero is recognised: the record does not say what a raise from a higher count
+// started from, so such a target is reported AlreadyScaled, as before. This costs one read, on
+// a path the normal wake never takes (the request not Scaled for its signal, the target up).
+func (r *reconciliation) unrecordedWrite(ctx context.Context, target scaling.Target, result scaling.Result) (time.Time, bool) {
+	write, found, err := r.c.scaler.LastWrite(ctx, target, result.Resource)
+	if err != nil {
+		klog.FromContext(ctx).V(2).Info("Could not read the target's record of scale writes", "target", target.String(), "err", err)
+		return time.Time{}, false
+	}
+	if !found || !write.FromZero {
+		return time.Time{}, false
+	}
+	if !write.At.IsZero() && !write.At.Add(time.Second).After(requestedTime(r.sr)) {
+		return time.Time{}, false
+	}
+	if accountsFor(r.sr, r.sr.Generation) {
+		return time.Time{}, false
+	}
+	for _, other := range r.c.requestsFor(r.id) {
+		if other.UID != r.sr.UID && accountsFor(other, -1) {
+			return time.Time{}, false
+		}
+	}
+	return write.At, true
+}
+
+// accountsFor reports whether sr records a scale write of a signal other than generation
+// (-1: any) whose target has not been seen down since.
+func accountsFor(sr *v1alpha1.ScaleRequest, generation int64) bool {
+	scaled := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled)
+	if scaled == nil || scaled.Status != metav1.ConditionTrue || scaled.ObservedGeneration == generation {
+		return false
+	}
+	switch scaled.Reason {
+	case v1alpha1.ReasonScaledFromZero, v1alpha1.ReasonScaledUp, v1alpha1.ReasonScaleFight:
+	default:
+		return false
+	}
+	return sr.Status.Phase != v1alpha1.PhaseIdle
 }
 
 // scaled records the outcome of a scale write made at writtenAt (or, with a zero writtenAt, of
 // finding the target already scaled) and starts following the target's readiness. wroteNow is
 // set when the write was made by this pass, rather than recalled from one whose status write
 // failed.
-func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minReplicas int32, fight bool, result scaling.Result, writtenAt time.Time, wroteNow bool) error {
+//
+// With unknownWriteTime set, the write is a predecessor's whose time the API server did not
+// record (unrecordedWrite): lastScaleTime and the signal-to-scaled time are left unsaid rather
+// than made up; the cold start, which runs from the signal to readiness, is still recorded.
+func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minReplicas int32, fight bool, result scaling.Result, writtenAt time.Time, wroteNow, unknownWriteTime bool) error {
 	sr, status := r.sr, &r.sr.Status
 	logger := klog.FromContext(ctx)
 	after := ""
@@ -505,11 +596,21 @@ func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minR
 	default:
 		reason, message = v1alpha1.ReasonScaledUp, fmt.Sprintf("Scaled %s from %d to %d replicas", ref, previous, result.Replicas)
 	}
+	if unknownWriteTime {
+		message += " (by this controller before it restarted, unrecorded; the API server keeps no time for it)"
+	}
 	if result.Scaled {
-		status.LastScaleTime = &metav1.Time{Time: writtenAt}
+		if unknownWriteTime {
+			// A lastScaleTime left from an earlier write would read as this one's.
+			status.LastScaleTime = nil
+		} else {
+			status.LastScaleTime = &metav1.Time{Time: writtenAt}
+		}
 		if !fight {
 			r.events = append(r.events, event{corev1.EventTypeNormal, reason, message})
-			r.scaledAfter = nonNegative(writtenAt.Sub(signalTime(sr)))
+			if !unknownWriteTime {
+				r.scaledAfter = nonNegative(writtenAt.Sub(r.signalTime()))
+			}
 		}
 		if wroteNow {
 			logger.Info("Scaled target", "target", target.String(), "from", previous, "to", result.Replicas)
@@ -590,6 +691,7 @@ func (r *reconciliation) followReadiness(minReplicas int32, state scaling.Target
 			return
 		}
 	}
+	r.c.outcomes.notReady(r.key)
 
 	waitingSince := r.now
 	if cond := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); cond != nil &&
@@ -621,22 +723,26 @@ func (r *reconciliation) followReadiness(minReplicas int32, state scaling.Target
 
 // markReady records that the target has its minimum ready. A cold start is recorded only when
 // this controller scaled the target up for this signal: a target that was already up did not
-// start cold.
+// start cold. readyTime, the cold start and the condition's transition are the moment the
+// controller first saw the target ready, which is earlier than this pass when its status write
+// was held (scale first).
 func (r *reconciliation) markReady(minReplicas int32, state scaling.TargetState) {
 	sr, status := r.sr, &r.sr.Status
 	ref := sr.Spec.ScaleTargetRef.Kind + "/" + sr.Spec.ScaleTargetRef.Name
-	status.ReadyTime = &metav1.Time{Time: r.now}
+	seen := r.c.outcomes.sawReady(r.key, sr.UID, sr.Generation, r.now)
+	r.readySeenAt = seen
+	status.ReadyTime = &metav1.Time{Time: seen}
 	message := fmt.Sprintf("%s has %d/%d ready replicas", ref, state.ReadyReplicas, minReplicas)
 	switch r.scaledReason() {
 	case v1alpha1.ReasonScaledFromZero, v1alpha1.ReasonScaledUp, v1alpha1.ReasonScaleFight:
-		coldStart := nonNegative(r.now.Sub(signalTime(sr))).Round(time.Millisecond)
+		coldStart := nonNegative(seen.Sub(r.signalTime())).Round(time.Millisecond)
 		status.ColdStartDuration = &metav1.Duration{Duration: coldStart}
 		message += fmt.Sprintf(", %s after the signal", coldStart)
 		r.readyAfter = coldStart
 	default:
 		status.ColdStartDuration = nil
 	}
-	r.setCondition(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonTargetReady, message)
+	r.setConditionAt(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonTargetReady, message, seen)
 	r.events = append(r.events, event{corev1.EventTypeNormal, v1alpha1.ReasonTargetReady, message})
 }
 
@@ -650,12 +756,17 @@ func (r *reconciliation) failScaled(reason, message string) {
 // (status, reason or signal) counts one scale outcome; one that newly turns to a failure also
 // queues a Warning event.
 func (r *reconciliation) setCondition(conditionType string, status metav1.ConditionStatus, reason, message string) {
+	r.setConditionAt(conditionType, status, reason, message, r.now)
+}
+
+// setConditionAt is setCondition for a change the controller saw at a moment before this pass.
+func (r *reconciliation) setConditionAt(conditionType string, status metav1.ConditionStatus, reason, message string, at time.Time) {
 	conditions := &r.sr.Status.Conditions
 	previous := meta.FindStatusCondition(*conditions, conditionType)
 	isNew := previous == nil || previous.Reason != reason || previous.Status != status || previous.ObservedGeneration != r.sr.Generation
 	meta.SetStatusCondition(conditions, metav1.Condition{
 		Type: conditionType, Status: status, Reason: reason, Message: message,
-		ObservedGeneration: r.sr.Generation, LastTransitionTime: metav1.Time{Time: r.now},
+		ObservedGeneration: r.sr.Generation, LastTransitionTime: metav1.Time{Time: at},
 	})
 	if !isNew {
 		return
@@ -718,14 +829,6 @@ func (c *Controller) writeStatus(ctx context.Context, cached, sr *v1alpha1.Scale
 		c.metrics.statusWrites.WithLabelValues("error").Inc()
 	}
 	return err
-}
-
-// signalTime is when the latest signal was given: spec.requestedAt, or the creation time.
-func signalTime(sr *v1alpha1.ScaleRequest) time.Time {
-	if sr.Spec.RequestedAt != nil {
-		return sr.Spec.RequestedAt.Time
-	}
-	return sr.CreationTimestamp.Time
 }
 
 func nonNegative(d time.Duration) time.Duration { return max(d, 0) }

@@ -17,6 +17,21 @@ type rescaleWindow struct {
 	lastWrite map[string]time.Time
 	// inFlight holds the targets a worker has reserved and not yet completed.
 	inFlight map[string]struct{}
+	// written lists the writes in the order they completed, oldest first from head, so that
+	// dropping expired targets looks only at the expired writes and the first live one, not at
+	// every target remembered: each completion used to scan them all, under the lock all
+	// workers share, which made a burst quadratic. Workers complete a few milliseconds out of
+	// time order at most, which only delays dropping a write by as much.
+	written []windowWrite
+	head    int
+	// pruneVisits counts the writes looked at to drop expired ones.
+	pruneVisits int
+}
+
+// windowWrite is one completed write to a target.
+type windowWrite struct {
+	target string
+	at     time.Time
 }
 
 func newRescaleWindow(duration time.Duration) *rescaleWindow {
@@ -63,10 +78,29 @@ func (w *rescaleWindow) complete(target string, wroteAt time.Time) {
 	if wroteAt.IsZero() {
 		return
 	}
-	for t, last := range w.lastWrite {
-		if wroteAt.Sub(last) >= w.duration {
-			delete(w.lastWrite, t)
-		}
-	}
+	w.prune(wroteAt)
 	w.lastWrite[target] = wroteAt
+	w.written = append(w.written, windowWrite{target: target, at: wroteAt})
+}
+
+// prune drops the targets whose last write is a window older than now. A listed write that a
+// later one to its target replaced is dropped from the list only.
+func (w *rescaleWindow) prune(now time.Time) {
+	for w.head < len(w.written) {
+		oldest := w.written[w.head]
+		w.pruneVisits++
+		if now.Sub(oldest.at) < w.duration {
+			break
+		}
+		if last, ok := w.lastWrite[oldest.target]; ok && last.Equal(oldest.at) {
+			delete(w.lastWrite, oldest.target)
+		}
+		w.written[w.head] = windowWrite{}
+		w.head++
+	}
+	// Reuse the list's front once most of it is spent, so that it holds one window's writes.
+	if w.head > 0 && w.head >= len(w.written)/2 {
+		w.written = append(w.written[:0], w.written[w.head:]...)
+		w.head = 0
+	}
 }

@@ -8,12 +8,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/scale"
 	"k8s.io/klog/v2"
 )
@@ -45,7 +47,20 @@ type ScaleHandler struct {
 	// resolved remembers, per group and kind, the resource whose /scale serves it, so that the
 	// wake path costs one request once a kind has been seen.
 	resolved map[schema.GroupKind]schema.GroupVersionResource
+	// records, if set, reads targets' metadata for LastWrite.
+	records metadata.Interface
+	// lastReset is when discovery was last refreshed.
+	lastReset time.Time
+	now       func() time.Time
 }
+
+// discoveryResetInterval is the least time between two discovery refreshes made because a
+// request named a kind discovery did not list. Each refresh reads every API group's discovery
+// document; with every kind allowed, requests naming kinds that do not exist would otherwise
+// cost one each, again on every re-check. A CRD installed meanwhile is found by the first
+// lookup of its kind after the interval (a request for it is re-checked within a rescale
+// window, which is longer).
+const discoveryResetInterval = 10 * time.Second
 
 // NewScaleHandler returns a handler that resolves kinds with mapper (reset when a kind is
 // missing, so CRDs installed later are found) and checks /scale support with scaleKinds.
@@ -55,6 +70,7 @@ func NewScaleHandler(scales scale.ScalesGetter, mapper meta.ResettableRESTMapper
 		mapper:     mapper,
 		scaleKinds: scaleKinds,
 		resolved:   map[schema.GroupKind]schema.GroupVersionResource{},
+		now:        time.Now,
 	}
 }
 
@@ -78,7 +94,9 @@ func (h *ScaleHandler) scaleUp(ctx context.Context, target Target, gvr schema.Gr
 	result := Result{Resource: gvr}
 	scales := h.scales.Scales(target.Namespace)
 
-	s, err := scales.Patch(ctx, gvr, target.Ref.Name, types.JSONPatchType, fromZeroPatch(minReplicas), metav1.PatchOptions{})
+	// The field manager marks the write as one from zero in the target's managed fields, which
+	// is how a successor recognises it if this process dies before recording it (LastWrite).
+	s, err := scales.Patch(ctx, gvr, target.Ref.Name, types.JSONPatchType, fromZeroPatch(minReplicas), metav1.PatchOptions{FieldManager: FieldManager})
 	if err == nil {
 		result.PreviousReplicas, result.Replicas, result.Scaled, result.ResourceVersion = 0, s.Spec.Replicas, true, s.ResourceVersion
 		return result, nil
@@ -96,7 +114,7 @@ func (h *ScaleHandler) scaleUp(ctx context.Context, target Target, gvr schema.Gr
 		return result, nil
 	}
 	patch := fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"spec":{"replicas":%d}}`, s.ResourceVersion, minReplicas)
-	s, err = scales.Patch(ctx, gvr, target.Ref.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+	s, err = scales.Patch(ctx, gvr, target.Ref.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: raiseFieldManager})
 	if err != nil {
 		return result, h.classify(target, gvr, err)
 	}
@@ -199,10 +217,10 @@ func (h *ScaleHandler) Resolve(ctx context.Context, target Target) (schema.Group
 	}
 
 	mappings, err := h.mapper.RESTMappings(gk)
-	if meta.IsNoMatchError(err) {
+	if meta.IsNoMatchError(err) && h.mayRefresh() {
 		// A CRD may have been installed since discovery was cached.
 		klog.FromContext(ctx).V(2).Info("Kind not in discovery cache, refreshing", "groupKind", gk)
-		h.mapper.Reset()
+		h.resetDiscovery()
 		mappings, err = h.mapper.RESTMappings(gk)
 	}
 	if meta.IsNoMatchError(err) {
@@ -210,7 +228,7 @@ func (h *ScaleHandler) Resolve(ctx context.Context, target Target) (schema.Group
 			Err: fmt.Errorf("the API server serves no kind %q", gk)}
 	}
 	if err != nil {
-		h.mapper.Reset()
+		h.resetDiscovery()
 		return schema.GroupVersionResource{}, &Error{Reason: ReasonTransient, Target: target.String(), Err: err}
 	}
 	var noScale, discoveryErr error
@@ -231,7 +249,7 @@ func (h *ScaleHandler) Resolve(ctx context.Context, target Target) (schema.Group
 	if discoveryErr != nil || noScale == nil {
 		// A version whose discovery failed may be the one that serves /scale. (No mappings at all
 		// and no NoMatch error is not an answer either.)
-		h.mapper.Reset()
+		h.resetDiscovery()
 		if discoveryErr == nil {
 			discoveryErr = fmt.Errorf("no REST mapping for kind %q", gk)
 		}
@@ -320,6 +338,22 @@ func (h *ScaleHandler) forget(gvr schema.GroupVersionResource) {
 			delete(h.resolved, gk)
 		}
 	}
+	h.mu.Unlock()
+	h.resetDiscovery()
+}
+
+// mayRefresh reports whether a kind missing from discovery may refresh it: not within
+// discoveryResetInterval of the last refresh, which would have listed a kind installed before it.
+func (h *ScaleHandler) mayRefresh() bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.lastReset.IsZero() || h.now().Sub(h.lastReset) >= discoveryResetInterval
+}
+
+// resetDiscovery drops the cached discovery, so the next lookup asks the API server again.
+func (h *ScaleHandler) resetDiscovery() {
+	h.mu.Lock()
+	h.lastReset = h.now()
 	h.mu.Unlock()
 	h.mapper.Reset()
 }

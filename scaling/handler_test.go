@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
+	"time"
 
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -615,5 +616,38 @@ func TestRemovedKindIsUnknown(t *testing.T) {
 	}
 	if patches != 2 {
 		t.Fatalf("%d patches, want 2: the removed kind must not be retried on a stale resolution", patches)
+	}
+}
+
+// TestUnknownKindsRefreshDiscoveryAtMostOncePerInterval: with every kind allowed, requests for
+// kinds the API server does not serve cost at most one discovery refresh per
+// discoveryResetInterval between them, however many kinds they name and however often they are
+// re-checked; a kind installed later is still found once the interval has passed.
+func TestUnknownKindsRefreshDiscoveryAtMostOncePerInterval(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	f := newHandlerFixture(0, deploymentKind)
+	now := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	f.handler.now = func() time.Time { return now }
+	unknown := func(i int) Target {
+		return Target{Namespace: "shop", Ref: autoscalingv1.CrossVersionObjectReference{APIVersion: "example.com/v1", Kind: fmt.Sprintf("Unknown%d", i), Name: "web"}}
+	}
+	for i := range 100 {
+		if _, err := f.handler.Resolve(ctx, unknown(i%10)); ReasonOf(err) != ReasonKindUnknown {
+			t.Fatalf("unknown kind %d: %v, want KindUnknown", i, err)
+		}
+		now = now.Add(10 * time.Millisecond)
+	}
+	if f.mapper.resets != 1 {
+		t.Fatalf("100 lookups of unknown kinds within %s refreshed discovery %d times, want 1", discoveryResetInterval, f.mapper.resets)
+	}
+
+	f.mapper.afterReset = []schema.GroupVersionKind{deploymentKind, rolloutKind}
+	now = now.Add(discoveryResetInterval)
+	rollout := Target{Namespace: "shop", Ref: autoscalingv1.CrossVersionObjectReference{APIVersion: "argoproj.io/v1alpha1", Kind: "Rollout", Name: "web"}}
+	if gvr, err := f.handler.Resolve(ctx, rollout); err != nil || gvr.Resource != "rollouts" {
+		t.Fatalf("a kind installed later, looked up %s after the last refresh: %v %v", discoveryResetInterval, gvr, err)
+	}
+	if f.mapper.resets != 2 {
+		t.Fatalf("%d discovery refreshes, want 2", f.mapper.resets)
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/scale"
@@ -224,6 +225,13 @@ func run(ctx context.Context, opts *options) error {
 		return err
 	}
 
+	// Reads a target's managed fields on the rare path where it is found up for a signal this
+	// process has no record of scaling (a predecessor died before recording its write).
+	records, err := metadata.NewForConfig(config)
+	if err != nil {
+		return err
+	}
+
 	utilruntime.Must(zerowakescheme.AddToScheme(scheme.Scheme))
 	// Not ctx: after a signal, the work being drained still records its events; the deferred
 	// Shutdown ends the broadcaster once run returns.
@@ -267,7 +275,7 @@ func run(ctx context.Context, opts *options) error {
 		return float64(ctrl.Active())
 	})
 	ctrl, err = controller.New(client, scaleRequests,
-		scaling.NewScaleHandler(scales, mapper, scaleKinds),
+		scaling.NewScaleHandler(scales, mapper, scaleKinds).WithWriteRecords(records),
 		func(notify func(string)) controller.TargetWatcher { return scaling.NewWatcher(dyn, notify) },
 		recorder, metrics, clock.RealClock{},
 		controller.Config{

@@ -2,11 +2,14 @@ package faults
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
 	"github.com/zerowake/zerowake/e2e/framework"
@@ -133,4 +136,82 @@ func (f *fixture) checkAllScaledConditions(ns string) {
 		reasons[c.Reason]++
 	}
 	f.t.Logf("Scaled reasons: %v", reasons)
+}
+
+// TestCrashDuringHeldStatusWrite: a scale write whose status write is held (scale first: another
+// target is waking) is not lost when the controller is SIGKILLed before that write. The
+// successor finds the target up and recognises, from the target's own record of who last wrote
+// its /scale, that the controller scaled it from zero for this signal: it records the scale
+// (ScaledFromZero from 0) and, once the target is ready, a cold start.
+func TestCrashDuringHeldStatusWrite(t *testing.T) {
+	f := newFixture(t)
+	ns := newNamespace(t)
+	id := newIdentity(t, "held")
+	const lease = "faults-held"
+	ctx := testContext(t, 4*time.Minute)
+	for _, name := range []string{"slow", "web"} {
+		// Neither becomes ready while the first controller runs, so neither's wake ends.
+		if _, err := kube.AppsV1().Deployments(ns).Create(ctx, unschedulable(deployment(ns, name, 0)), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A long window holds web's status write for as long as the test needs to kill the controller.
+	args := append(slices.Clone(burstArgs), "--rescale-duration=2m")
+	first := f.start("held-1", id, lease, args...)
+	holder, _ := f.waitForLeader(lease, 30*time.Second)
+
+	requests := client.ZerowakeV1alpha1().ScaleRequests(ns)
+	if _, err := requests.Create(ctx, scaleRequest(ns, "slow", 1), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(time.Minute, 20*time.Millisecond, func() string { return "slow's request to say Scaled" }, func(ctx context.Context) bool {
+		sr, err := requests.Get(ctx, "slow", metav1.GetOptions{})
+		return err == nil && meta.IsStatusConditionTrue(sr.Status.Conditions, v1alpha1.ConditionScaled)
+	})
+	signal := time.Now()
+	if _, err := requests.Create(ctx, scaleRequest(ns, "web", 1), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitFor(time.Minute, 5*time.Millisecond, func() string { return "web to be scaled" }, func(ctx context.Context) bool {
+		d, err := kube.AppsV1().Deployments(ns).Get(ctx, "web", metav1.GetOptions{})
+		return err == nil && ptr.Deref(d.Spec.Replicas, 0) == 1
+	})
+	first.Kill()
+	sr, err := requests.Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionScaled) != nil {
+		f.fatalf("web's status was written before the kill (%s): the write was not held, so this test proves nothing", framework.DescribeStatus(sr))
+	}
+	t.Logf("SIGKILL with web scaled and its status write held: %s", framework.DescribeStatus(sr))
+
+	second := f.start("held-2", id, lease, args...)
+	f.waitForLeader(lease, time.Minute, holder)
+	// Let web's pods schedule, so that it becomes ready under the successor.
+	patch := []byte(`{"spec":{"template":{"spec":{"nodeSelector":null}}}}`)
+	if _, err := kube.AppsV1().Deployments(ns).Patch(ctx, "web", types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var last *v1alpha1.ScaleRequest
+	f.waitFor(2*time.Minute, 50*time.Millisecond, func() string { return "web's request to be Ready: " + framework.DescribeStatus(last) }, func(ctx context.Context) bool {
+		got, err := requests.Get(ctx, "web", metav1.GetOptions{})
+		if err == nil {
+			last = got
+		}
+		return err == nil && got.Status.Phase == v1alpha1.PhaseReady && got.Status.ObservedGeneration == got.Generation
+	})
+	scaled := meta.FindStatusCondition(last.Status.Conditions, v1alpha1.ConditionScaled)
+	if scaled == nil || scaled.Reason != v1alpha1.ReasonScaledFromZero {
+		f.fatalf("the successor recorded %s, want Scaled=True ScaledFromZero (the killed controller's write)", framework.DescribeStatus(last))
+	}
+	// The API server keeps no time for writes through /scale (v1.37): a lastScaleTime, if any,
+	// is the killed controller's write, never an earlier one.
+	if lst := last.Status.LastScaleTime; lst != nil && lst.Before(&metav1.Time{Time: signal.Add(-time.Second)}) {
+		f.fatalf("lastScaleTime %v, before the signal at %s", lst, signal.Format(time.RFC3339Nano))
+	}
+	if last.Status.ColdStartDuration == nil || last.Status.PreviousReplicas == nil || *last.Status.PreviousReplicas != 0 {
+		f.fatalf("coldStartDuration %v, previousReplicas %v: want a cold start from zero", last.Status.ColdStartDuration, last.Status.PreviousReplicas)
+	}
+	t.Logf("the successor (%s) recorded: %s", second.Name, framework.DescribeStatus(last))
 }

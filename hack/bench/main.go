@@ -99,7 +99,7 @@ func run() error {
 	flag.StringVar(&cfg.out, "out", defOut, "JSON output path ($BENCH_OUT); the PNG plot goes next to it with the same basename.")
 	flag.BoolVar(&cfg.quick, "quick", quick, "Fewer samples, same scenarios ($BENCH_QUICK=1).")
 	flag.StringVar(&cfg.profileDir, "profile-dir", "", "If set, save controller CPU profiles of scenarios 2 and 3 and heap profiles of scenarios 3 and 5 here.")
-	flag.StringVar(&only, "only", "", "Comma-separated scenarios to run (floor,single,herd,gate,burst,footprint); empty means all.")
+	flag.StringVar(&only, "only", "", "Comma-separated scenarios to run (floor,single,herd,sustained,gate,burst,footprint); empty means all.")
 	flag.StringVar(&extra, "controller-args", "", "Extra controller flags, space-separated (for experiments; the published run uses none).")
 	flag.StringVar(&bursts, "bursts", "", "Comma-separated burst sizes, each run after its one-PATCH floor (default 100,500 quick, 100,1000,10000 full).")
 	flag.StringVar(&cfg.binary, "controller-binary", "", "Run this controller binary instead of building cmd/zerowake-controller (for experiments).")
@@ -272,6 +272,7 @@ func (b *bench) scenarios(ctx context.Context) error {
 		{"floor", b.floor},
 		{"single", b.runSingle},
 		{"herd", b.herd},
+		{"sustained", b.sustained},
 		{"gate", b.gateScenario},
 		// After the latency scenarios: the control plane goes on deleting the largest burst's
 		// pods for minutes after it, which only the footprint's memory readings can ignore.

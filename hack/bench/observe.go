@@ -21,10 +21,13 @@ import (
 // times are the moments this process first saw something happen to one target and its
 // ScaleRequest, stamped as each watch event arrived (zero until seen).
 type times struct {
-	specScaled    time.Time // Deployment spec.replicas >= min
-	deployReady   time.Time // Deployment status.readyReplicas >= min
-	condScaled    time.Time // ScaleRequest condition Scaled=True for its generation
-	condReady     time.Time // ScaleRequest condition Ready=True for its generation
+	specScaled  time.Time // Deployment spec.replicas >= min
+	deployReady time.Time // Deployment status.readyReplicas >= min
+	condScaled  time.Time // ScaleRequest condition Scaled=True for its generation
+	condReady   time.Time // ScaleRequest condition Ready=True for its generation
+	// readySeen is the controller's own stamp of when it first saw the target ready
+	// (status.readyTime of the status write that said Ready).
+	readySeen     time.Time
 	scaledReasons string
 }
 
@@ -155,6 +158,9 @@ func (t *tracker) scaleRequest(now time.Time, sr *v1alpha1.ScaleRequest) {
 	if c := meta.FindStatusCondition(sr.Status.Conditions, v1alpha1.ConditionReady); c != nil && c.Status == metav1.ConditionTrue &&
 		c.ObservedGeneration == sr.Generation && e.condReady.IsZero() {
 		e.condReady = stamp(now)
+		if sr.Status.ReadyTime != nil {
+			e.readySeen = sr.Status.ReadyTime.Time
+		}
 		t.counts.condReady++
 		t.last.condReady = later(t.last.condReady, now)
 		changed = true

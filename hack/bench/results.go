@@ -17,13 +17,14 @@ import (
 // Every ratio is to the one-PATCH floor of the same run: what a client that only PATCHes /scale
 // (no ScaleRequest, no controller) takes for the same targets, timed the same way.
 type Results struct {
-	Floor     Floor     `json:"floor"`
-	Single    Single    `json:"single"`
-	Bursts    []Burst   `json:"bursts"`
-	Herd      Herd      `json:"herd"`
-	Footprint Footprint `json:"footprint"`
-	Gate      *Gate     `json:"gate,omitempty"`
-	Env       Env       `json:"env"`
+	Floor     Floor      `json:"floor"`
+	Single    Single     `json:"single"`
+	Bursts    []Burst    `json:"bursts"`
+	Herd      Herd       `json:"herd"`
+	Sustained *Sustained `json:"sustained,omitempty"`
+	Footprint Footprint  `json:"footprint"`
+	Gate      *Gate      `json:"gate,omitempty"`
+	Env       Env        `json:"env"`
 }
 
 // Floor holds two yardsticks, both with no controller running. The one-PATCH floor: a PATCH
@@ -103,6 +104,21 @@ type Burst struct {
 	// PeakRSSMiB is the controller's peak resident set (VmHWM) since it started, before
 	// scenario 2, until the end of this burst.
 	PeakRSSMiB float64 `json:"controller_peak_rss_mib"`
+}
+
+// Sustained: new ScaleRequests for distinct idle Deployments created at a steady rate while
+// earlier ones become ready. ReadyWrittenMs runs, for each request the controller saw ready
+// while requests were still arriving, from the controller's own stamp of that moment
+// (status.readyTime, the controller's clock) to this process's watch receiving the status
+// write that says Ready (this machine's clock, the same one; the watch's delivery adds
+// milliseconds). The write's managedFields time would need no watch, but is kept to the
+// second, too coarse for a bound of about one second.
+type Sustained struct {
+	RatePerS       float64     `json:"rate_per_s"`
+	DurationS      float64     `json:"duration_s"`
+	N              int         `json:"n"`
+	SeenDuring     int         `json:"seen_during"`
+	ReadyWrittenMs Percentiles `json:"ready_written_ms"`
 }
 
 // Herd: Wake calls from many goroutines for one target through the wake client.
@@ -255,6 +271,12 @@ func printTable(w io.Writer, r *Results) {
 				b.FloorCPUS["kube-apiserver"], b.FloorCPUS["total"]), "", nil)
 		add(fmt.Sprintf("burst %d: controller peak RSS MiB", b.Deployments), fmt.Sprintf("%.1f", b.PeakRSSMiB),
 			targetText(rssTarget), checkIf(rssTarget, b.PeakRSSMiB <= rssTarget))
+	}
+	if su := r.Sustained; su != nil {
+		add(fmt.Sprintf("sustained: readiness seen -> Ready written under sustained arrivals, ms p50/p90/p99 (%.0f/s for %.0f s; n=%d seen ready while arriving)",
+			su.RatePerS, su.DurationS, su.SeenDuring), ms(su.ReadyWrittenMs), "p99 ≤ 1000 + queue", nil)
+	} else {
+		add("sustained", "not run", "", nil)
 	}
 	if h.WakeCalls > 0 {
 		add(fmt.Sprintf("herd.wake_calls (%d goroutines)", h.Goroutines), fmt.Sprint(h.WakeCalls), "", nil)

@@ -624,3 +624,58 @@ func readyStatus(sr *v1alpha1.ScaleRequest, name string) v1alpha1.ScaleRequestSt
 		},
 	}
 }
+
+// sustained creates ScaleRequests for distinct idle Deployments at a steady rate for a while,
+// so that earlier targets become ready while new signals keep arriving, and times, for each
+// request seen ready before the last create was sent, its controller's readiness sighting
+// (status.readyTime) to the Ready status write's arrival on this process's watch.
+func (b *bench) sustained(ctx context.Context) error {
+	const ns, rate = "zw-bench-sustained", 20.0
+	duration := 40 * time.Second
+	if b.cfg.quick {
+		duration = 20 * time.Second
+	}
+	n := int(rate * duration.Seconds())
+	tctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	targets, tr, err := b.idleTargets(tctx, ns, "steady", n)
+	if err != nil {
+		return err
+	}
+	srs := b.zw.ZerowakeV1alpha1().ScaleRequests(ns)
+	start := time.Now()
+	var lastSent time.Time
+	for i, name := range targets {
+		if err := sleep(ctx, time.Until(start.Add(time.Duration(float64(i)/rate*float64(time.Second))))); err != nil {
+			return err
+		}
+		lastSent = time.Now()
+		// Each create on its own goroutine, so that a slow answer does not slow the rate.
+		go func() {
+			cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+			defer ccancel()
+			if _, err := srs.Create(cctx, scaleRequest(ns, name), metav1.CreateOptions{}); err != nil {
+				logf("sustained: create %s: %v", name, err)
+			}
+		}()
+	}
+	if err := tr.wait(ctx, 5*time.Minute, fmt.Sprintf("%d ScaleRequests to be Ready", n), func(t *tracker) bool { return t.counts.condReady >= n }); err != nil {
+		return err
+	}
+	var written samples
+	for _, name := range targets {
+		e := tr.get(name)
+		if e.readySeen.IsZero() || !e.readySeen.Before(lastSent) {
+			continue
+		}
+		written = append(written, e.condReady.Sub(e.readySeen))
+	}
+	r := &Sustained{RatePerS: rate, DurationS: duration.Seconds(), N: n, SeenDuring: len(written), ReadyWrittenMs: written.percentiles()}
+	b.results.Sustained = r
+	logf("sustained: %d requests at %.0f/s; for the %d seen ready while requests arrived, readiness seen -> Ready written %s ms",
+		n, rate, r.SeenDuring, ms(r.ReadyWrittenMs))
+	if err := drain(ctx, b.kube, b.scales, ns, targets, 5*time.Minute); err != nil {
+		return err
+	}
+	return deleteNamespaces(ctx, b.kube, 5*time.Minute, true, ns)
+}

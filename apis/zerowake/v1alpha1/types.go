@@ -60,7 +60,9 @@ type ScaleRequestSpec struct {
 	MinReplicas int32 `json:"minReplicas,omitempty"`
 
 	// requestedAt is when demand was last signalled. A resolver bumps it to signal again; the
-	// cold-start duration is measured from it (from creation when it is unset).
+	// cold-start duration is measured from it (from creation when it is unset), within what the
+	// controller itself observed: a requestedAt later than the controller first saw the signal
+	// counts as that moment, and one more than 5s before it as 5s before it.
 	// +optional
 	RequestedAt *metav1.MicroTime `json:"requestedAt,omitempty"`
 }
@@ -143,11 +145,14 @@ type ScaleRequestStatus struct {
 	// +optional
 	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
 
-	// readyTime is when the target was first seen ready for the latest signal.
+	// readyTime is when the controller first saw the target ready for the latest signal (also
+	// when the status write saying so was made later).
 	// +optional
 	ReadyTime *metav1.Time `json:"readyTime,omitempty"`
 
-	// coldStartDuration is the time from the latest signal (spec.requestedAt, or creation) to readyTime.
+	// coldStartDuration is the time from the latest signal (spec.requestedAt, or creation,
+	// bounded by the controller's own first sight of the signal) to readyTime. It is recorded
+	// only when the controller scaled the target up for the signal.
 	// +optional
 	ColdStartDuration *metav1.Duration `json:"coldStartDuration,omitempty"`
 
