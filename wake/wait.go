@@ -9,14 +9,16 @@ import (
 	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
 )
 
-// Status returns the target's ScaleRequest as the informer last saw it. Status.Exists is false
-// when there is none (or the client is not running).
+// Status returns the target's ScaleRequest as the informer last saw it, interpreted for t:
+// Status.Exists is false when there is none (or the client is not running); Status.Mismatch
+// is true, and Ready false, when the request is for another workload sharing the name; Ready
+// is false when the request asks fewer replicas than t.MinReplicas.
 func (c *Client) Status(t Target) Status {
 	if c.running() != nil || c.resolveNamespace(&t) != nil {
 		return Status{}
 	}
-	if e := c.load(key{t.Namespace, t.Name}); e != nil {
-		return StatusOf(e.obj)
+	if e := c.load(key{t.Namespace, t.Name}); e != nil && e.obj != nil {
+		return statusFor(e.obj, &t)
 	}
 	return Status{}
 }
@@ -85,7 +87,7 @@ func (c *Client) WaitReadyWithProgress(ctx context.Context, t Target, progress f
 			return 0, &MismatchError{Namespace: sr.Namespace, Name: sr.Name, Existing: sr.Spec.ScaleTargetRef, Wanted: t.Ref()}
 		case !lagging:
 			seen = sr.UID
-			st := StatusOf(sr)
+			st := statusFor(sr, &t)
 			if progress != nil && (!reported || st != last) {
 				progress(st)
 				last, reported = st, true
