@@ -126,7 +126,34 @@ type entry struct {
 	// The latest failed write, remembered for ErrorBackoff.
 	errAt time.Time
 	err   error
+
+	// demand is shared by every copy of the entry (allocated once per key): when a caller was
+	// last answered without a write. resignalledGen is the generation whose Idle this client
+	// has re-signalled on its own (at most once each).
+	demand         *demandMark
+	resignalledGen int64
 }
+
+// demandMark records when a target was last in demand without a write, in Unix nanoseconds.
+// Callers answered from the cache store into it concurrently, with no lock and no allocation.
+type demandMark struct{ at atomic.Int64 }
+
+// demandResolution is how finely demand is timed: a store is skipped when the mark is already
+// this recent, so that a flood of calls does not bounce the mark's cache line between cores.
+const demandResolution = time.Millisecond
+
+func (d *demandMark) note(now time.Time) {
+	n := now.UnixNano()
+	if n-d.at.Load() >= int64(demandResolution) {
+		d.at.Store(n)
+	}
+}
+
+// DemandSkew is how much earlier than the controller's record of a scale-down (the Ready
+// condition's lastTransitionTime) demand may have been answered from the cache and still be
+// taken as lost to the scale-down. It covers clock skew between this client and the controller
+// and the controller's reaction time; demand older than that was served while the target was up.
+const DemandSkew = 2 * time.Second
 
 const (
 	stateNew int32 = iota
@@ -334,8 +361,13 @@ func (c *Client) Wake(ctx context.Context, t Target) (Action, error) {
 	k := key{t.Namespace, t.Name}
 	now := c.clock.Now()
 
-	d := c.decide(c.load(k), &t, want, now)
+	e := c.load(k)
+	d := c.decide(e, &t, want, now)
 	if d.op == opNone {
+		if d.err == nil {
+			// Answered from the cache: remember it, in case the cache is stale.
+			e.demand.note(now)
+		}
 		return d.action, d.err
 	}
 	return c.signal(ctx, k, &t, want)
@@ -591,6 +623,8 @@ func (c *Client) updateLocked(k key, modify func(e *entry)) {
 	var next entry
 	if cur := c.load(k); cur != nil {
 		next = *cur
+	} else {
+		next.demand = &demandMark{}
 	}
 	modify(&next)
 	c.entries.Store(k, &next)
@@ -607,9 +641,54 @@ func (c *Client) notifyLocked(k key) {
 func (c *Client) onUpsert(sr *v1alpha1.ScaleRequest) {
 	k := key{sr.Namespace, sr.Name}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.updateLocked(k, func(e *entry) { e.obj = sr })
+	lost := false
+	c.updateLocked(k, func(e *entry) {
+		e.obj = sr
+		if demandLost(e) {
+			lost, e.resignalledGen = true, sr.Generation
+		}
+	})
 	c.notifyLocked(k)
+	c.mu.Unlock()
+	if lost {
+		c.resignal(k, sr)
+	}
+}
+
+// demandLost reports whether the informer now shows the request Idle for its latest signal
+// (the controller saw the target set back to zero) while a caller was answered from the cache
+// at or after that moment, less DemandSkew, and this client has not re-signalled for it yet.
+func demandLost(e *entry) bool {
+	sr := e.obj
+	if sr.Status.Phase != v1alpha1.PhaseIdle || sr.Status.ObservedGeneration != sr.Generation || e.resignalledGen == sr.Generation {
+		return false
+	}
+	ready := condAt(sr.Status.Conditions, v1alpha1.ConditionReady, sr.Generation)
+	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != v1alpha1.ReasonTargetScaledDown {
+		return false
+	}
+	at := e.demand.at.Load()
+	return at != 0 && at >= ready.LastTransitionTime.Add(-DemandSkew).UnixNano()
+}
+
+// resignal signals the request's own target again, in the background: demand was answered
+// from a cache that had not seen the target go back to zero.
+func (c *Client) resignal(k key, sr *v1alpha1.ScaleRequest) {
+	ref := sr.Spec.ScaleTargetRef
+	t := Target{Namespace: sr.Namespace, APIVersion: ref.APIVersion, Kind: ref.Kind, Name: ref.Name, MinReplicas: specMinReplicas(sr)}
+	c.lifeMu.Lock()
+	if c.stopping || c.runCtx == nil {
+		c.lifeMu.Unlock()
+		return
+	}
+	c.wg.Add(1)
+	ctx := c.runCtx
+	c.lifeMu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		// A failure is remembered for ErrorBackoff like any other; the next caller retries.
+		_, _ = c.signal(ctx, k, &t, t.MinReplicas)
+	}()
 }
 
 func (c *Client) onDelete(d cache.DeletedObject[*v1alpha1.ScaleRequest]) {
