@@ -13,7 +13,9 @@ import (
 
 // Waker is the part of the wake client the gate uses (*wake.Client implements it).
 type Waker interface {
-	Status(wake.Target) wake.Status
+	// Demand is Status that also records that a request is about to use the target, so that a
+	// pass answered from a cache that has not seen a scale-down yet is corrected.
+	Demand(wake.Target) wake.Status
 	Wake(context.Context, wake.Target) (wake.Action, error)
 	WaitReady(context.Context, wake.Target) (time.Duration, error)
 }
@@ -109,7 +111,7 @@ func (g *Gate) Check(ctx context.Context, route *Route, method, accept string) A
 func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (Answer, time.Duration) {
 	statuses := make([]wake.Status, len(route.Targets))
 	for i, t := range route.Targets {
-		statuses[i] = g.waker.Status(t)
+		statuses[i] = g.waker.Demand(t)
 	}
 	if allReady(statuses) {
 		return Answer{Outcome: OutcomeAwake}, -1
