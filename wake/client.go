@@ -184,6 +184,8 @@ type Client struct {
 	mu sync.Mutex
 	// waiters holds, per key, a channel closed (and removed) on the next informer event.
 	waiters map[key]chan struct{}
+	// failedOnly lists, oldest first, the keys whose entry holds only a failed write.
+	failedOnly []failedKey
 
 	// Lifecycle; written by Start before state becomes stateRunning.
 	lifeMu   sync.Mutex
@@ -590,10 +592,12 @@ func (c *Client) bump(ctx context.Context, k key, cur *v1alpha1.ScaleRequest, wa
 	return c.client.ZerowakeV1alpha1().ScaleRequests(k.namespace).Patch(ctx, k.name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: c.fieldManager})
 }
 
-// record remembers the outcome of a write.
+// record remembers the outcome of a write. A failed write for a key with no object and no
+// earlier write of this client is remembered only for ErrorBackoff (see forgetExpiredLocked).
 func (c *Client) record(k key, t *Target, now time.Time, want int32, resp *v1alpha1.ScaleRequest, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.forgetExpiredLocked(now)
 	c.updateLocked(k, func(e *entry) {
 		if err != nil {
 			if !errors.Is(err, context.Canceled) {
@@ -609,6 +613,39 @@ func (c *Client) record(k key, t *Target, now time.Time, want int32, resp *v1alp
 			e.wroteGen, e.wroteUID = 0, ""
 		}
 	})
+	if e := c.load(k); err != nil && e.obj == nil && e.wroteAt.IsZero() {
+		if e.err == nil || c.errorBackoff <= 0 {
+			c.entries.Delete(k) // nothing worth remembering
+		} else {
+			c.failedOnly = append(c.failedOnly, failedKey{k, now})
+		}
+	}
+}
+
+// failedKey is a key whose only memory is a failed write made at errAt.
+type failedKey struct {
+	k     key
+	errAt time.Time
+}
+
+// forgetExpiredLocked drops the entries that hold only a failed write whose backoff has passed.
+// Failed writes are recorded in time order, so the expired ones are at the front. Between two
+// writes at most the failures of one backoff period stay; each failure is one API call, which
+// the client's rate limits bound. c.mu is held.
+func (c *Client) forgetExpiredLocked(now time.Time) {
+	i := 0
+	for ; i < len(c.failedOnly); i++ {
+		f := c.failedOnly[i]
+		if now.Sub(f.errAt) < c.errorBackoff {
+			break
+		}
+		if e := c.load(f.k); e != nil && e.obj == nil && e.wroteAt.IsZero() && e.errAt.Equal(f.errAt) {
+			c.entries.Delete(f.k)
+		}
+	}
+	if i > 0 {
+		c.failedOnly = append(c.failedOnly[:0], c.failedOnly[i:]...)
+	}
 }
 
 // load returns the entry for k, or nil. Lock-free and allocation-free.
