@@ -418,6 +418,11 @@ func (c *Client) decide(e *entry, t *Target, want int32, now time.Time) decision
 			Existing: *ref, Wanted: t.Ref(),
 		}}
 	}
+	if sr != nil && refusedAboveCap(sr) && want < specMinReplicas(sr) {
+		// The owner refused the number asked; a signal asking less is a different question,
+		// answered at once (each such write lowers the request, so there are few).
+		return decision{op: opBump}
+	}
 	if idleSinceWrite(e) {
 		// Served, and the target has been set back below its minimum since: whatever this
 		// client wrote before, the next request needs a new signal. Concurrent calls still
@@ -443,6 +448,16 @@ func (c *Client) decide(e *entry, t *Target, want int32, now time.Time) decision
 		return decision{action: ActionAlreadyReady}
 	}
 	return decision{op: opBump}
+}
+
+// refusedAboveCap reports whether the latest signal was refused for asking more replicas than
+// the owner allows.
+func refusedAboveCap(sr *v1alpha1.ScaleRequest) bool {
+	if sr.Status.ObservedGeneration != sr.Generation || sr.Status.Phase != v1alpha1.PhaseFailed {
+		return false
+	}
+	c := condAt(sr.Status.Conditions, v1alpha1.ConditionScaled, sr.Generation)
+	return c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonAboveOwnerCap
 }
 
 // idleSinceWrite reports whether the informer shows the request Idle for a generation at
@@ -578,11 +593,13 @@ type bumpPatch struct {
 	Spec bumpSpec `json:"spec"`
 }
 
-// bump sets spec.requestedAt (and raises spec.minReplicas when want is higher) with a JSON merge
-// patch: no resourceVersion, so no conflicts.
+// bump sets spec.requestedAt with a JSON merge patch (no resourceVersion, so no conflicts). It
+// raises spec.minReplicas when want is higher, and lowers it only when the latest signal was
+// refused above the owner's cap: otherwise a route asking fewer replicas would take away what
+// another route asked for.
 func (c *Client) bump(ctx context.Context, k key, cur *v1alpha1.ScaleRequest, want int32, now time.Time) (*v1alpha1.ScaleRequest, error) {
 	p := bumpPatch{Spec: bumpSpec{RequestedAt: metav1.NewMicroTime(now)}}
-	if cur == nil || specMinReplicas(cur) < want {
+	if cur == nil || specMinReplicas(cur) < want || (refusedAboveCap(cur) && want < specMinReplicas(cur)) {
 		p.Spec.MinReplicas = &want
 	}
 	body, err := json.Marshal(p)
