@@ -117,15 +117,16 @@ func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (
 		return Answer{Outcome: OutcomeAwake}, -1
 	}
 
-	if wantsPage(route, method, accept) {
-		return g.page(ctx, route, statuses), -1
-	}
-
+	// A page load is not held, but its Wake calls may wait for a write: it takes a slot too, so
+	// that --max-held bounds every call that can reach the API server.
 	if !g.acquire(route.Targets) {
 		return Answer{Outcome: OutcomeOverflow, Reason: "TooManyHeld", RetryAfter: g.cfg.RetryAfter,
 			Message: "too many requests are already waiting (for " + describeAll(route.Targets) + " or in all); retry shortly"}, -1
 	}
 	defer g.release(route.Targets)
+	if wantsPage(route, method, accept) {
+		return g.page(ctx, route, statuses), -1
+	}
 	g.metrics.holding(1)
 	defer g.metrics.holding(-1)
 
