@@ -37,9 +37,11 @@ const (
 	OutcomeUnavailable
 	// OutcomeCanceled: the proxy gave up on the call while it was held.
 	OutcomeCanceled
+	// OutcomeUnauthorized: the call did not carry the gate's token (see Config.AuthToken).
+	OutcomeUnauthorized
 )
 
-var outcomeNames = [...]string{"awake", "woken", "page", "refused", "timeout", "failed", "overflow", "bad_route", "unavailable", "canceled"}
+var outcomeNames = [...]string{"awake", "woken", "page", "refused", "timeout", "failed", "overflow", "bad_route", "unavailable", "canceled", "unauthorized"}
 
 func (o Outcome) String() string {
 	if int(o) < len(outcomeNames) {
@@ -74,6 +76,8 @@ func (a Answer) Status() int {
 		return http.StatusForbidden
 	case OutcomeBadRoute:
 		return http.StatusBadRequest
+	case OutcomeUnauthorized:
+		return http.StatusUnauthorized
 	case OutcomeCanceled:
 		return 499 // never seen by anyone: the proxy has gone; logged as nginx does
 	}

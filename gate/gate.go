@@ -2,11 +2,13 @@ package gate
 
 import (
 	"context"
+	"crypto/sha256"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/zerowake/zerowake/wake"
 )
@@ -30,6 +32,7 @@ const (
 	DefaultMaxHeldPerTarget  = 10000
 	DefaultMaxHeld           = 10000
 	DefaultMaxTargetsInRoute = 8
+	DefaultMethodHeader      = "X-Forwarded-Method"
 )
 
 // Config sets the gate's defaults and limits. The zero value uses the defaults above.
@@ -50,6 +53,18 @@ type Config struct {
 	MaxHeld int
 	// MaxTargetsInRoute caps the targets one route may name.
 	MaxTargetsInRoute int
+	// ExposeDetails sends clients the answer's reason (X-Zerowake-Reason) and message
+	// (namespaces, kubectl commands, the API server's words). Off, they get a fixed text per
+	// outcome, and the detail goes to the log only.
+	ExposeDetails bool
+	// MethodHeader is the header in which the proxy passes the original request's method on
+	// /auth (Traefik and Caddy: X-Forwarded-Method; nginx as configured, usually
+	// X-Original-Method). The proxy must set it: a header it only copies comes from the client.
+	// Default DefaultMethodHeader.
+	MethodHeader string
+	// AuthToken, when set, must come with every call (header X-Zerowake-Token, or the token
+	// parameter of an /auth URL); calls without it get 401, no detail, and cause no write.
+	AuthToken string
 }
 
 func (c Config) withDefaults() Config {
@@ -71,6 +86,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxTargetsInRoute <= 0 {
 		c.MaxTargetsInRoute = DefaultMaxTargetsInRoute
 	}
+	if c.MethodHeader == "" {
+		c.MethodHeader = DefaultMethodHeader
+	}
 	return c
 }
 
@@ -80,6 +98,11 @@ type Gate struct {
 	cfg     Config
 	metrics *Metrics
 	logger  logr.Logger
+
+	// tokenDigest is the SHA-256 of Config.AuthToken, nil when calls need no token.
+	tokenDigest []byte
+	// logLimit bounds the Info logs callers can cause.
+	logLimit *rate.Limiter
 
 	heldMu sync.Mutex
 	// held counts the requests held per target; a target is removed when none are held, so
@@ -95,7 +118,13 @@ func keyOf(t wake.Target) targetKey { return targetKey{t.Namespace, t.Kind, t.Na
 
 // New returns a gate over waker. metrics may be nil (nothing is recorded).
 func New(waker Waker, cfg Config, metrics *Metrics, logger logr.Logger) *Gate {
-	return &Gate{waker: waker, cfg: cfg.withDefaults(), metrics: metrics, logger: logger, held: map[targetKey]int{}}
+	g := &Gate{waker: waker, cfg: cfg.withDefaults(), metrics: metrics, logger: logger, held: map[targetKey]int{},
+		logLimit: rate.NewLimiter(10, 20)}
+	if cfg.AuthToken != "" {
+		d := sha256.Sum256([]byte(cfg.AuthToken))
+		g.tokenDigest = d[:]
+	}
+	return g
 }
 
 // Check decides one forward-auth call for route. method and accept are the original
@@ -249,7 +278,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "zerowake", Subsystem: "gate", Name: "answers_total",
-			Help: "Forward-auth calls answered, by outcome: awake, woken, page, refused, timeout, failed, overflow, bad_route, unavailable, canceled.",
+			Help: "Forward-auth calls answered, by outcome: awake, woken, page, refused, timeout, failed, overflow, bad_route, unavailable, canceled, unauthorized.",
 		}, []string{"outcome"}),
 		holdTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "zerowake", Subsystem: "gate", Name: "hold_seconds",
