@@ -191,6 +191,19 @@ func refusalMessage(t wake.Target, f *wake.FailedError) string {
 	return fmt.Sprintf("%s is not woken on request: %s", describe(t), f.Error())
 }
 
+// ownerRefusalMessage says, for operators, why the gate refused t before any write.
+func ownerRefusalMessage(t wake.Target, reason string) string {
+	switch reason {
+	case ReasonNotOptedIn:
+		return fmt.Sprintf("%s is not woken on request: no such workload in this gate's namespaces, or its owner has not opted in. To allow it: kubectl label %s %s -n %s %s=true",
+			describe(t), strings.ToLower(t.Kind), t.Name, t.Namespace, OptInLabel)
+	case ReasonAboveOwnerCap:
+		return fmt.Sprintf("%s: this route asks for %d replicas, more than its owner allows (annotation %s; without it the gate's --default-max-replicas)",
+			describe(t), max(t.MinReplicas, 1), MaxReplicasAnnotation)
+	}
+	return fmt.Sprintf("%s is not woken on request: %s", describe(t), reason)
+}
+
 // describe names a target for people: "Deployment shop/web".
 func describe(t wake.Target) string { return t.Kind + " " + t.Namespace + "/" + t.Name }
 

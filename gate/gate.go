@@ -65,6 +65,9 @@ type Config struct {
 	// AuthToken, when set, must come with every call (header X-Zerowake-Token, or the token
 	// parameter of an /auth URL); calls without it get 401, no detail, and cause no write.
 	AuthToken string
+	// Owners, when set, is asked before every write: a target its owner has not opted in (or
+	// not this far) is refused 403 with no write. Nil leaves the check to the controller.
+	Owners Owners
 }
 
 func (c Config) withDefaults() Config {
@@ -190,6 +193,9 @@ func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (
 func (g *Gate) wakeAndWait(ctx, callerCtx context.Context, route *Route, t wake.Target, ready bool) Answer {
 	var err error
 	if !ready {
+		if a, refused := g.ownerRefuses(ctx, callerCtx, route, t); refused {
+			return a
+		}
 		_, err = g.waker.Wake(ctx, t)
 	}
 	if err == nil {
@@ -211,6 +217,9 @@ func (g *Gate) page(ctx context.Context, route *Route, statuses []wake.Status) A
 		if statuses[i].Ready {
 			continue
 		}
+		if a, refused := g.ownerRefuses(wctx, ctx, route, t); refused {
+			return a
+		}
 		action, err := g.waker.Wake(wctx, t)
 		if err == nil && action == wake.ActionRecentlyFailed {
 			// The latest signal failed and is fresh: WaitReady returns its error at once.
@@ -224,6 +233,25 @@ func (g *Gate) page(ctx context.Context, route *Route, statuses []wake.Status) A
 	}
 	return Answer{Outcome: OutcomePage, RetryAfter: g.cfg.RetryAfter, Reason: "Starting",
 		Message: describeAll(route.Targets) + " is starting", Targets: describeAll(route.Targets)}
+}
+
+// ownerRefuses asks Config.Owners whether t may be signalled, and returns the answer when not.
+func (g *Gate) ownerRefuses(ctx, callerCtx context.Context, route *Route, t wake.Target) (Answer, bool) {
+	if g.cfg.Owners == nil {
+		return Answer{}, false
+	}
+	reason, err := g.cfg.Owners.Refusal(ctx, t)
+	switch {
+	case err != nil:
+		a := answerFor(t, err, ctx.Err(), callerCtx.Err(), route, g.cfg.RetryAfter)
+		if a.Reason == "SignalFailed" {
+			a.Reason, a.Message = "OwnerCheckFailed", "could not read the owner's opt-in of "+describe(t)+": "+err.Error()
+		}
+		return a, true
+	case reason != "":
+		return Answer{Outcome: OutcomeRefused, Reason: reason, Message: ownerRefusalMessage(t, reason)}, true
+	}
+	return Answer{}, false
 }
 
 // acquire takes a held slot on every target, or none when the gate or one of them is full.
