@@ -158,7 +158,7 @@ func answerFor(target wake.Target, err error, routeCtxErr, callerCtxErr error, r
 		a.Message = err.Error()
 	case errors.Is(err, wake.ErrNamespaceNotWatched):
 		a.Outcome, a.Reason, a.RetryAfter = OutcomeBadRoute, "NamespaceNotServed", 0
-		a.Message = fmt.Sprintf("this gate does not serve namespace %s (see its --namespace flag)", target.Namespace)
+		a.Message = fmt.Sprintf("this gate does not serve namespace %s (see its --namespaces flag)", target.Namespace)
 	case errors.Is(err, wake.ErrStopped), errors.Is(err, wake.ErrNotStarted):
 		a.Outcome, a.Reason = OutcomeUnavailable, "GateStopping"
 		a.Message = "the gate is restarting; retry"

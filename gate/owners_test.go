@@ -107,3 +107,18 @@ func TestInventoryOwners(t *testing.T) {
 		}
 	}
 }
+
+// A gate serving some namespaces writes in none other: the target is refused as not served,
+// with no Wake.
+func TestNamespacesNotServedGetNoWrite(t *testing.T) {
+	f := newFakeWaker()
+	g := New(NamespaceWakers{"shop": f}, Config{}, nil, logr.Discard())
+	other := wake.Deployment("kube-system", "coredns")
+	a := g.Check(context.Background(), route(time.Second, other), "GET", "")
+	if a.Outcome.Passes() || a.Reason != "NamespaceNotServed" {
+		t.Errorf("answer %+v, want NamespaceNotServed", a)
+	}
+	if wakes, _ := f.counts(other); wakes != 0 {
+		t.Errorf("%d wakes in a namespace not served", wakes)
+	}
+}
