@@ -42,16 +42,16 @@ type options struct {
 	allNamespaces bool
 	tokenFile     string
 	defaultMax    int
-	address    string
-	opsAddress string
-	window     time.Duration
-	gate       gate.Config
-	grace      time.Duration
-	qps        float64
-	burst      int
-	logLevel   string
-	logFormat  string
-	pprof      bool
+	address       string
+	opsAddress    string
+	window        time.Duration
+	gate          gate.Config
+	grace         time.Duration
+	qps           float64
+	burst         int
+	logLevel      string
+	logFormat     string
+	pprof         bool
 }
 
 func parseFlags(args []string) (*options, error) {
