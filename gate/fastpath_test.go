@@ -85,3 +85,30 @@ func TestFastPathChecksTheReplicas(t *testing.T) {
 		t.Fatalf("request after the call: %v %+v; want minReplicas 3", err, sr.Spec)
 	}
 }
+
+// A pass answered from a cache that has not seen an idler's scale-down yet is not lost: when the
+// informer then shows the request Idle for that signal, the client signals again by itself.
+func TestFastPathPassIsNotLostToAStaleCache(t *testing.T) {
+	sr := readyRequest(web.Ref(), 1)
+	cs := fake.NewSimpleClientset(sr)
+	client := startWakeClient(t, cs)
+	g := New(client, Config{}, nil, logr.Discard())
+	if a := g.Check(context.Background(), route(time.Second, web), "GET", ""); a.Outcome != OutcomeAwake {
+		t.Fatalf("answer %+v, want awake", a)
+	}
+	idle := sr.DeepCopy()
+	idle.Status.Phase = v1alpha1.PhaseIdle
+	idle.Status.Conditions[1] = metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+		Reason: v1alpha1.ReasonTargetScaledDown, ObservedGeneration: 1, LastTransitionTime: metav1.Now()}
+	if _, err := cs.ZerowakeV1alpha1().ScaleRequests("shop").UpdateStatus(context.Background(), idle, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the re-signal", func() bool {
+		for _, w := range writesOf(cs) {
+			if w == "patch scalerequests" {
+				return true
+			}
+		}
+		return false
+	})
+}
