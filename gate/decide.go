@@ -37,9 +37,11 @@ const (
 	OutcomeUnavailable
 	// OutcomeCanceled: the proxy gave up on the call while it was held.
 	OutcomeCanceled
+	// OutcomeUnauthorized: the call did not carry the gate's token (see Config.AuthToken).
+	OutcomeUnauthorized
 )
 
-var outcomeNames = [...]string{"awake", "woken", "page", "refused", "timeout", "failed", "overflow", "bad_route", "unavailable", "canceled"}
+var outcomeNames = [...]string{"awake", "woken", "page", "refused", "timeout", "failed", "overflow", "bad_route", "unavailable", "canceled", "unauthorized"}
 
 func (o Outcome) String() string {
 	if int(o) < len(outcomeNames) {
@@ -74,6 +76,8 @@ func (a Answer) Status() int {
 		return http.StatusForbidden
 	case OutcomeBadRoute:
 		return http.StatusBadRequest
+	case OutcomeUnauthorized:
+		return http.StatusUnauthorized
 	case OutcomeCanceled:
 		return 499 // never seen by anyone: the proxy has gone; logged as nginx does
 	}
@@ -154,7 +158,7 @@ func answerFor(target wake.Target, err error, routeCtxErr, callerCtxErr error, r
 		a.Message = err.Error()
 	case errors.Is(err, wake.ErrNamespaceNotWatched):
 		a.Outcome, a.Reason, a.RetryAfter = OutcomeBadRoute, "NamespaceNotServed", 0
-		a.Message = fmt.Sprintf("this gate does not serve namespace %s (see its --namespace flag)", target.Namespace)
+		a.Message = fmt.Sprintf("this gate does not serve namespace %s (see its --namespaces flag)", target.Namespace)
 	case errors.Is(err, wake.ErrStopped), errors.Is(err, wake.ErrNotStarted):
 		a.Outcome, a.Reason = OutcomeUnavailable, "GateStopping"
 		a.Message = "the gate is restarting; retry"
@@ -185,6 +189,19 @@ func refusalMessage(t wake.Target, f *wake.FailedError) string {
 			describe(t), MaxReplicasAnnotation, f.Message)
 	}
 	return fmt.Sprintf("%s is not woken on request: %s", describe(t), f.Error())
+}
+
+// ownerRefusalMessage says, for operators, why the gate refused t before any write.
+func ownerRefusalMessage(t wake.Target, reason string) string {
+	switch reason {
+	case ReasonNotOptedIn:
+		return fmt.Sprintf("%s is not woken on request: no such workload in this gate's namespaces, or its owner has not opted in. To allow it: kubectl label %s %s -n %s %s=true",
+			describe(t), strings.ToLower(t.Kind), t.Name, t.Namespace, OptInLabel)
+	case ReasonAboveOwnerCap:
+		return fmt.Sprintf("%s: this route asks for %d replicas, more than its owner allows (annotation %s; without it the gate's --default-max-replicas)",
+			describe(t), max(t.MinReplicas, 1), MaxReplicasAnnotation)
+	}
+	return fmt.Sprintf("%s is not woken on request: %s", describe(t), reason)
 }
 
 // describe names a target for people: "Deployment shop/web".

@@ -67,7 +67,7 @@ func (f *fakeWaker) counts(t wake.Target) (wakes, waits int) {
 	return f.wakes[t.String()], f.waits[t.String()]
 }
 
-func (f *fakeWaker) Status(t wake.Target) wake.Status {
+func (f *fakeWaker) Demand(t wake.Target) wake.Status {
 	ft := f.target(t)
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -2,18 +2,22 @@ package gate
 
 import (
 	"context"
+	"crypto/sha256"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/zerowake/zerowake/wake"
 )
 
 // Waker is the part of the wake client the gate uses (*wake.Client implements it).
 type Waker interface {
-	Status(wake.Target) wake.Status
+	// Demand is Status that also records that a request is about to use the target, so that a
+	// pass answered from a cache that has not seen a scale-down yet is corrected.
+	Demand(wake.Target) wake.Status
 	Wake(context.Context, wake.Target) (wake.Action, error)
 	WaitReady(context.Context, wake.Target) (time.Duration, error)
 }
@@ -28,6 +32,7 @@ const (
 	DefaultMaxHeldPerTarget  = 10000
 	DefaultMaxHeld           = 10000
 	DefaultMaxTargetsInRoute = 8
+	DefaultMethodHeader      = "X-Forwarded-Method"
 )
 
 // Config sets the gate's defaults and limits. The zero value uses the defaults above.
@@ -48,6 +53,21 @@ type Config struct {
 	MaxHeld int
 	// MaxTargetsInRoute caps the targets one route may name.
 	MaxTargetsInRoute int
+	// ExposeDetails sends clients the answer's reason (X-Zerowake-Reason) and message
+	// (namespaces, kubectl commands, the API server's words). Off, they get a fixed text per
+	// outcome, and the detail goes to the log only.
+	ExposeDetails bool
+	// MethodHeader is the header in which the proxy passes the original request's method on
+	// /auth (Traefik and Caddy: X-Forwarded-Method; nginx as configured, usually
+	// X-Original-Method). The proxy must set it: a header it only copies comes from the client.
+	// Default DefaultMethodHeader.
+	MethodHeader string
+	// AuthToken, when set, must come with every call (header X-Zerowake-Token, or the token
+	// parameter of an /auth URL); calls without it get 401, no detail, and cause no write.
+	AuthToken string
+	// Owners, when set, is asked before every write: a target its owner has not opted in (or
+	// not this far) is refused 403 with no write. Nil leaves the check to the controller.
+	Owners Owners
 }
 
 func (c Config) withDefaults() Config {
@@ -69,6 +89,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxTargetsInRoute <= 0 {
 		c.MaxTargetsInRoute = DefaultMaxTargetsInRoute
 	}
+	if c.MethodHeader == "" {
+		c.MethodHeader = DefaultMethodHeader
+	}
 	return c
 }
 
@@ -78,6 +101,11 @@ type Gate struct {
 	cfg     Config
 	metrics *Metrics
 	logger  logr.Logger
+
+	// tokenDigest is the SHA-256 of Config.AuthToken, nil when calls need no token.
+	tokenDigest []byte
+	// logLimit bounds the Info logs callers can cause.
+	logLimit *rate.Limiter
 
 	heldMu sync.Mutex
 	// held counts the requests held per target; a target is removed when none are held, so
@@ -93,7 +121,13 @@ func keyOf(t wake.Target) targetKey { return targetKey{t.Namespace, t.Kind, t.Na
 
 // New returns a gate over waker. metrics may be nil (nothing is recorded).
 func New(waker Waker, cfg Config, metrics *Metrics, logger logr.Logger) *Gate {
-	return &Gate{waker: waker, cfg: cfg.withDefaults(), metrics: metrics, logger: logger, held: map[targetKey]int{}}
+	g := &Gate{waker: waker, cfg: cfg.withDefaults(), metrics: metrics, logger: logger, held: map[targetKey]int{},
+		logLimit: rate.NewLimiter(10, 20)}
+	if cfg.AuthToken != "" {
+		d := sha256.Sum256([]byte(cfg.AuthToken))
+		g.tokenDigest = d[:]
+	}
+	return g
 }
 
 // Check decides one forward-auth call for route. method and accept are the original
@@ -109,21 +143,22 @@ func (g *Gate) Check(ctx context.Context, route *Route, method, accept string) A
 func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (Answer, time.Duration) {
 	statuses := make([]wake.Status, len(route.Targets))
 	for i, t := range route.Targets {
-		statuses[i] = g.waker.Status(t)
+		statuses[i] = g.waker.Demand(t)
 	}
 	if allReady(statuses) {
 		return Answer{Outcome: OutcomeAwake}, -1
 	}
 
-	if wantsPage(route, method, accept) {
-		return g.page(ctx, route, statuses), -1
-	}
-
+	// A page load is not held, but its Wake calls may wait for a write: it takes a slot too, so
+	// that --max-held bounds every call that can reach the API server.
 	if !g.acquire(route.Targets) {
 		return Answer{Outcome: OutcomeOverflow, Reason: "TooManyHeld", RetryAfter: g.cfg.RetryAfter,
 			Message: "too many requests are already waiting (for " + describeAll(route.Targets) + " or in all); retry shortly"}, -1
 	}
 	defer g.release(route.Targets)
+	if wantsPage(route, method, accept) {
+		return g.page(ctx, route, statuses), -1
+	}
 	g.metrics.holding(1)
 	defer g.metrics.holding(-1)
 
@@ -158,6 +193,9 @@ func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (
 func (g *Gate) wakeAndWait(ctx, callerCtx context.Context, route *Route, t wake.Target, ready bool) Answer {
 	var err error
 	if !ready {
+		if a, refused := g.ownerRefuses(ctx, callerCtx, route, t); refused {
+			return a
+		}
 		_, err = g.waker.Wake(ctx, t)
 	}
 	if err == nil {
@@ -179,6 +217,9 @@ func (g *Gate) page(ctx context.Context, route *Route, statuses []wake.Status) A
 		if statuses[i].Ready {
 			continue
 		}
+		if a, refused := g.ownerRefuses(wctx, ctx, route, t); refused {
+			return a
+		}
 		action, err := g.waker.Wake(wctx, t)
 		if err == nil && action == wake.ActionRecentlyFailed {
 			// The latest signal failed and is fresh: WaitReady returns its error at once.
@@ -192,6 +233,25 @@ func (g *Gate) page(ctx context.Context, route *Route, statuses []wake.Status) A
 	}
 	return Answer{Outcome: OutcomePage, RetryAfter: g.cfg.RetryAfter, Reason: "Starting",
 		Message: describeAll(route.Targets) + " is starting", Targets: describeAll(route.Targets)}
+}
+
+// ownerRefuses asks Config.Owners whether t may be signalled, and returns the answer when not.
+func (g *Gate) ownerRefuses(ctx, callerCtx context.Context, route *Route, t wake.Target) (Answer, bool) {
+	if g.cfg.Owners == nil {
+		return Answer{}, false
+	}
+	reason, err := g.cfg.Owners.Refusal(ctx, t)
+	switch {
+	case err != nil:
+		a := answerFor(t, err, ctx.Err(), callerCtx.Err(), route, g.cfg.RetryAfter)
+		if a.Reason == "SignalFailed" {
+			a.Reason, a.Message = "OwnerCheckFailed", "could not read the owner's opt-in of "+describe(t)+": "+err.Error()
+		}
+		return a, true
+	case reason != "":
+		return Answer{Outcome: OutcomeRefused, Reason: reason, Message: ownerRefusalMessage(t, reason)}, true
+	}
+	return Answer{}, false
 }
 
 // acquire takes a held slot on every target, or none when the gate or one of them is full.
@@ -246,7 +306,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "zerowake", Subsystem: "gate", Name: "answers_total",
-			Help: "Forward-auth calls answered, by outcome: awake, woken, page, refused, timeout, failed, overflow, bad_route, unavailable, canceled.",
+			Help: "Forward-auth calls answered, by outcome: awake, woken, page, refused, timeout, failed, overflow, bad_route, unavailable, canceled, unauthorized.",
 		}, []string{"outcome"}),
 		holdTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "zerowake", Subsystem: "gate", Name: "hold_seconds",

@@ -377,3 +377,27 @@ func TestNotOptedInIsRefusedWithTheWakeClient(t *testing.T) {
 		}
 	}
 }
+
+// A page load wakes targets too, so it takes a held slot for as long as its Wake calls run:
+// when the gate is full, it gets the overflow answer and wakes nothing.
+func TestPageLoadsTakeAHeldSlot(t *testing.T) {
+	g, f, _ := newTestGate(t, Config{MaxHeld: 1})
+	done := make(chan Answer)
+	go func() { done <- g.Check(context.Background(), route(10*time.Second, web), "POST", "") }()
+	waitFor(t, "the API call to be held", func() bool { return g.Held(web) == 1 })
+
+	other := wake.Deployment("shop", "other")
+	r := route(time.Minute, other)
+	r.Page = true
+	if a := g.Check(context.Background(), r, "GET", "text/html"); a.Outcome != OutcomeOverflow {
+		t.Errorf("page load with every held slot taken: %+v, want overflow", a)
+	}
+	if wakes, _ := f.counts(other); wakes != 0 {
+		t.Errorf("the page load woke the target %d times past --max-held", wakes)
+	}
+	f.setReady(web)
+	<-done
+	if a := g.Check(context.Background(), r, "GET", "text/html"); a.Outcome != OutcomePage || g.Held(other) != 0 {
+		t.Errorf("page load with a free slot: %+v (held %d), want the page and the slot released", a, g.Held(other))
+	}
+}

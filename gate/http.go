@@ -1,9 +1,12 @@
 package gate
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"html/template"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -21,10 +24,17 @@ const (
 	HeaderReason  = "X-Zerowake-Reason"
 )
 
-// Headers in which proxies pass the original request's method: X-Forwarded-Method (Traefik,
-// Caddy) and X-Original-Method (the usual nginx auth_request configuration). Envoy calls with
-// the original method itself.
-var methodHeaders = [...]string{"X-Forwarded-Method", "X-Original-Method"}
+// genericMessages are what clients read when details are not exposed: one fixed text per
+// outcome, naming nothing of the cluster.
+var genericMessages = [...]string{
+	OutcomeRefused:      "this service is not started on request",
+	OutcomeTimeout:      "the service is starting; retry shortly",
+	OutcomeFailed:       "the service cannot be started now; retry later",
+	OutcomeOverflow:     "too many requests are waiting; retry shortly",
+	OutcomeBadRoute:     "the proxy's route to this service is misconfigured",
+	OutcomeUnavailable:  "the gate is restarting; retry",
+	OutcomeUnauthorized: "unauthorized",
+}
 
 // Handler serves the forward-auth protocol:
 //
@@ -55,43 +65,74 @@ func (g *Gate) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	route, err := parseRoute(mode, r.URL.Query(), r.Header, RouteDefaults{
+	var query url.Values
+	if mode == fromQuery {
+		query = r.URL.Query()
+	}
+	if !g.authorized(mode, query, r.Header) {
+		// No detail, no write; logged without anything the caller sent.
+		a := Answer{Outcome: OutcomeUnauthorized}
+		g.metrics.observe(a.Outcome, -1)
+		g.logSometimes("Refusing a call without valid credentials", "path", pathKind(mode))
+		g.writeAnswer(w, r, a)
+		return
+	}
+	route, err := parseRoute(mode, query, r.Header, RouteDefaults{
 		Timeout: g.cfg.Timeout, MaxTimeout: g.cfg.MaxTimeout, Page: g.cfg.Page, MaxTargets: g.cfg.MaxTargetsInRoute,
 	})
 	if err != nil {
 		a := Answer{Outcome: OutcomeBadRoute, Reason: "BadRoute", Message: "bad route configuration: " + err.Error()}
 		g.metrics.observe(a.Outcome, -1)
-		g.logger.Info("Refusing a malformed route", "error", err.Error(), "url", r.URL.RequestURI())
-		writeAnswer(w, r, a)
+		// The path only: Envoy appends the client's path and query (tokens and all).
+		g.logSometimes("Refusing a malformed route", "error", err.Error(), "path", pathKind(mode))
+		g.writeAnswer(w, r, a)
 		return
 	}
+	// The method header is read only on /auth and only the one the proxy sets: the proxies
+	// there copy the client's headers into the call. Envoy calls with the original method.
 	method := r.Method
-	for _, h := range methodHeaders {
-		if m := r.Header.Get(h); m != "" {
+	if mode == fromQuery {
+		if m := r.Header.Get(g.cfg.MethodHeader); m != "" {
 			method = m
-			break
 		}
 	}
 	a := g.Check(r.Context(), &route, method, r.Header.Get("Accept"))
 	switch a.Outcome {
-	case OutcomeAwake:
-	case OutcomeFailed, OutcomeBadRoute:
-		g.logger.Info("Not letting a request through", "outcome", a.Outcome.String(), "reason", a.Reason, "message", a.Message)
-	default:
+	case OutcomeAwake, OutcomeWoken, OutcomePage, OutcomeCanceled:
 		g.logger.V(1).Info("Answered", "outcome", a.Outcome.String(), "reason", a.Reason, "targets", len(route.Targets))
+	default:
+		g.logSometimes("Not letting a request through", "outcome", a.Outcome.String(), "reason", a.Reason, "message", a.Message)
 	}
 	if a.Outcome == OutcomeCanceled {
 		return // the proxy has gone; nobody reads an answer
 	}
-	writeAnswer(w, r, a)
+	g.writeAnswer(w, r, a)
+}
+
+// pathKind names the gate path a call came on, without the client's part of it.
+func pathKind(mode int) string {
+	if mode == fromQuery {
+		return PathAuth
+	}
+	return PathExtAuthz
+}
+
+// logSometimes logs at Info while the log's rate limit allows (a caller can make the gate
+// refuse as often as it likes), and at debug level otherwise; the answers metric counts all.
+func (g *Gate) logSometimes(msg string, kv ...any) {
+	if g.logLimit.Allow() {
+		g.logger.Info(msg, kv...)
+	} else {
+		g.logger.V(1).Info(msg, kv...)
+	}
 }
 
 // writeAnswer sends an answer as HTTP. A pass has no body: every proxy discards it.
-func writeAnswer(w http.ResponseWriter, r *http.Request, a Answer) {
+func (g *Gate) writeAnswer(w http.ResponseWriter, r *http.Request, a Answer) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Set(HeaderOutcome, a.Outcome.String())
-	if a.Reason != "" {
+	if a.Reason != "" && g.cfg.ExposeDetails {
 		h.Set(HeaderReason, a.Reason)
 	}
 	if a.RetryAfter > 0 {
@@ -111,13 +152,49 @@ func writeAnswer(w http.ResponseWriter, r *http.Request, a Answer) {
 	} else {
 		h.Set("Content-Type", "text/plain; charset=utf-8")
 		h.Set("X-Content-Type-Options", "nosniff")
-		body = []byte("zerowake: " + a.Message + "\n")
+		msg := a.Message
+		if !g.cfg.ExposeDetails || msg == "" {
+			msg = genericMessages[a.Outcome]
+		}
+		body = []byte("zerowake: " + msg + "\n")
 	}
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(a.Status())
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(body)
 	}
+}
+
+// Where the proxy puts the gate's token: a header it sets on the call (nginx proxy_set_header,
+// Caddy header_up, Envoy headers_to_add), or, for proxies that cannot add a header to their
+// forward-auth call (Traefik), the token parameter of the /auth URL it is configured with.
+const (
+	HeaderToken = "X-Zerowake-Token"
+	paramToken  = "token"
+)
+
+// authorized checks the proxy's token, when the gate has one, in constant time (of the
+// digests, so that neither content nor length leaks). On /ext_authz only the header counts:
+// Envoy appends the client's query to that path.
+func (g *Gate) authorized(mode int, query url.Values, header http.Header) bool {
+	if g.tokenDigest == nil {
+		return true
+	}
+	ok := 0
+	for _, v := range header.Values(HeaderToken) {
+		ok |= g.tokenMatches(v)
+	}
+	if mode == fromQuery {
+		for _, v := range query[paramToken] {
+			ok |= g.tokenMatches(v)
+		}
+	}
+	return ok == 1
+}
+
+func (g *Gate) tokenMatches(v string) int {
+	d := sha256.Sum256([]byte(v))
+	return subtle.ConstantTimeCompare(d[:], g.tokenDigest)
 }
 
 // retryAfterSeconds rounds up: Retry-After has whole seconds, and 0 would invite a busy loop.

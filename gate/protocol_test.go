@@ -54,7 +54,7 @@ func nginxHeaders(clientHeaders http.Header) http.Header {
 }
 
 func TestNginxAuthRequest(t *testing.T) {
-	srv, f := newProtocolServer(t, Config{RetryAfter: 7 * time.Second})
+	srv, f := newProtocolServer(t, Config{RetryAfter: 7 * time.Second, ExposeDetails: true, MethodHeader: "X-Original-Method"})
 	auth := srv.URL + "/auth?target=shop/deployment/web&timeout=100ms"
 	// A client trying to steer the gate to another target through a copied header.
 	client := http.Header{HeaderTarget: {"evil/deployment/x"}, "Accept": {"text/html"}}
@@ -122,7 +122,7 @@ func envoyHeaders() http.Header {
 }
 
 func TestEnvoyExtAuthzHTTP(t *testing.T) {
-	srv, f := newProtocolServer(t, Config{RetryAfter: 2 * time.Second})
+	srv, f := newProtocolServer(t, Config{RetryAfter: 2 * time.Second, ExposeDetails: true})
 	// The client's own query names another target: in header mode it must not count.
 	check := srv.URL + "/ext_authz/orders/7?target=evil/deployment/x&timeout=1h"
 

@@ -68,7 +68,7 @@ k create deployment api -n demo --image=registry.example/api:1 --replicas=0
 # The owner allows waking it on request.
 k label deployment api -n demo zerowake.dev/wake=true
 dir=$(dirname "$KUBECONFIG")
-"$root/bin/zerowake-gate" --kubeconfig "$KUBECONFIG" --address=127.0.0.1:8000 --ops-address=127.0.0.1:8081 \
+"$root/bin/zerowake-gate" --kubeconfig "$KUBECONFIG" --all-namespaces --address=127.0.0.1:8000 --ops-address=127.0.0.1:8081 \
 	--log-format=console >"$dir/gate.log" 2>&1 &
 pids+=($!)
 until curl -fsS http://127.0.0.1:8081/readyz >/dev/null 2>&1; do sleep 0.1; done

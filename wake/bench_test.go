@@ -92,3 +92,14 @@ func TestWakeSuppressedDoesNotAllocate(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkDemandReady measures the gate's fast path on the wake client: Demand for a Ready
+// target (a status from the cache, and the demand mark). It must not allocate.
+func BenchmarkDemandReady(b *testing.B) {
+	c := suppressedClient(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		c.Demand(web)
+	}
+}

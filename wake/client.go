@@ -126,7 +126,34 @@ type entry struct {
 	// The latest failed write, remembered for ErrorBackoff.
 	errAt time.Time
 	err   error
+
+	// demand is shared by every copy of the entry (allocated once per key): when a caller was
+	// last answered without a write. resignalledGen is the generation whose Idle this client
+	// has re-signalled on its own (at most once each).
+	demand         *demandMark
+	resignalledGen int64
 }
+
+// demandMark records when a target was last in demand without a write, in Unix nanoseconds.
+// Callers answered from the cache store into it concurrently, with no lock and no allocation.
+type demandMark struct{ at atomic.Int64 }
+
+// demandResolution is how finely demand is timed: a store is skipped when the mark is already
+// this recent, so that a flood of calls does not bounce the mark's cache line between cores.
+const demandResolution = time.Millisecond
+
+func (d *demandMark) note(now time.Time) {
+	n := now.UnixNano()
+	if n-d.at.Load() >= int64(demandResolution) {
+		d.at.Store(n)
+	}
+}
+
+// DemandSkew is how much earlier than the controller's record of a scale-down (the Ready
+// condition's lastTransitionTime) demand may have been answered from the cache and still be
+// taken as lost to the scale-down. It covers clock skew between this client and the controller
+// and the controller's reaction time; demand older than that was served while the target was up.
+const DemandSkew = 2 * time.Second
 
 const (
 	stateNew int32 = iota
@@ -157,6 +184,8 @@ type Client struct {
 	mu sync.Mutex
 	// waiters holds, per key, a channel closed (and removed) on the next informer event.
 	waiters map[key]chan struct{}
+	// failedOnly lists, oldest first, the keys whose entry holds only a failed write.
+	failedOnly []failedKey
 
 	// Lifecycle; written by Start before state becomes stateRunning.
 	lifeMu   sync.Mutex
@@ -334,8 +363,13 @@ func (c *Client) Wake(ctx context.Context, t Target) (Action, error) {
 	k := key{t.Namespace, t.Name}
 	now := c.clock.Now()
 
-	d := c.decide(c.load(k), &t, want, now)
+	e := c.load(k)
+	d := c.decide(e, &t, want, now)
 	if d.op == opNone {
+		if d.err == nil {
+			// Answered from the cache: remember it, in case the cache is stale.
+			e.demand.note(now)
+		}
 		return d.action, d.err
 	}
 	return c.signal(ctx, k, &t, want)
@@ -384,6 +418,11 @@ func (c *Client) decide(e *entry, t *Target, want int32, now time.Time) decision
 			Existing: *ref, Wanted: t.Ref(),
 		}}
 	}
+	if sr != nil && refusedAboveCap(sr) && want < specMinReplicas(sr) {
+		// The owner refused the number asked; a signal asking less is a different question,
+		// answered at once (each such write lowers the request, so there are few).
+		return decision{op: opBump}
+	}
 	if idleSinceWrite(e) {
 		// Served, and the target has been set back below its minimum since: whatever this
 		// client wrote before, the next request needs a new signal. Concurrent calls still
@@ -409,6 +448,16 @@ func (c *Client) decide(e *entry, t *Target, want int32, now time.Time) decision
 		return decision{action: ActionAlreadyReady}
 	}
 	return decision{op: opBump}
+}
+
+// refusedAboveCap reports whether the latest signal was refused for asking more replicas than
+// the owner allows.
+func refusedAboveCap(sr *v1alpha1.ScaleRequest) bool {
+	if sr.Status.ObservedGeneration != sr.Generation || sr.Status.Phase != v1alpha1.PhaseFailed {
+		return false
+	}
+	c := condAt(sr.Status.Conditions, v1alpha1.ConditionScaled, sr.Generation)
+	return c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonAboveOwnerCap
 }
 
 // idleSinceWrite reports whether the informer shows the request Idle for a generation at
@@ -544,11 +593,13 @@ type bumpPatch struct {
 	Spec bumpSpec `json:"spec"`
 }
 
-// bump sets spec.requestedAt (and raises spec.minReplicas when want is higher) with a JSON merge
-// patch: no resourceVersion, so no conflicts.
+// bump sets spec.requestedAt with a JSON merge patch (no resourceVersion, so no conflicts). It
+// raises spec.minReplicas when want is higher, and lowers it only when the latest signal was
+// refused above the owner's cap: otherwise a route asking fewer replicas would take away what
+// another route asked for.
 func (c *Client) bump(ctx context.Context, k key, cur *v1alpha1.ScaleRequest, want int32, now time.Time) (*v1alpha1.ScaleRequest, error) {
 	p := bumpPatch{Spec: bumpSpec{RequestedAt: metav1.NewMicroTime(now)}}
-	if cur == nil || specMinReplicas(cur) < want {
+	if cur == nil || specMinReplicas(cur) < want || (refusedAboveCap(cur) && want < specMinReplicas(cur)) {
 		p.Spec.MinReplicas = &want
 	}
 	body, err := json.Marshal(p)
@@ -558,10 +609,12 @@ func (c *Client) bump(ctx context.Context, k key, cur *v1alpha1.ScaleRequest, wa
 	return c.client.ZerowakeV1alpha1().ScaleRequests(k.namespace).Patch(ctx, k.name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: c.fieldManager})
 }
 
-// record remembers the outcome of a write.
+// record remembers the outcome of a write. A failed write for a key with no object and no
+// earlier write of this client is remembered only for ErrorBackoff (see forgetExpiredLocked).
 func (c *Client) record(k key, t *Target, now time.Time, want int32, resp *v1alpha1.ScaleRequest, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.forgetExpiredLocked(now)
 	c.updateLocked(k, func(e *entry) {
 		if err != nil {
 			if !errors.Is(err, context.Canceled) {
@@ -577,6 +630,39 @@ func (c *Client) record(k key, t *Target, now time.Time, want int32, resp *v1alp
 			e.wroteGen, e.wroteUID = 0, ""
 		}
 	})
+	if e := c.load(k); err != nil && e.obj == nil && e.wroteAt.IsZero() {
+		if e.err == nil || c.errorBackoff <= 0 {
+			c.entries.Delete(k) // nothing worth remembering
+		} else {
+			c.failedOnly = append(c.failedOnly, failedKey{k, now})
+		}
+	}
+}
+
+// failedKey is a key whose only memory is a failed write made at errAt.
+type failedKey struct {
+	k     key
+	errAt time.Time
+}
+
+// forgetExpiredLocked drops the entries that hold only a failed write whose backoff has passed.
+// Failed writes are recorded in time order, so the expired ones are at the front. Between two
+// writes at most the failures of one backoff period stay; each failure is one API call, which
+// the client's rate limits bound. c.mu is held.
+func (c *Client) forgetExpiredLocked(now time.Time) {
+	i := 0
+	for ; i < len(c.failedOnly); i++ {
+		f := c.failedOnly[i]
+		if now.Sub(f.errAt) < c.errorBackoff {
+			break
+		}
+		if e := c.load(f.k); e != nil && e.obj == nil && e.wroteAt.IsZero() && e.errAt.Equal(f.errAt) {
+			c.entries.Delete(f.k)
+		}
+	}
+	if i > 0 {
+		c.failedOnly = append(c.failedOnly[:0], c.failedOnly[i:]...)
+	}
 }
 
 // load returns the entry for k, or nil. Lock-free and allocation-free.
@@ -591,6 +677,8 @@ func (c *Client) updateLocked(k key, modify func(e *entry)) {
 	var next entry
 	if cur := c.load(k); cur != nil {
 		next = *cur
+	} else {
+		next.demand = &demandMark{}
 	}
 	modify(&next)
 	c.entries.Store(k, &next)
@@ -607,9 +695,54 @@ func (c *Client) notifyLocked(k key) {
 func (c *Client) onUpsert(sr *v1alpha1.ScaleRequest) {
 	k := key{sr.Namespace, sr.Name}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.updateLocked(k, func(e *entry) { e.obj = sr })
+	lost := false
+	c.updateLocked(k, func(e *entry) {
+		e.obj = sr
+		if demandLost(e) {
+			lost, e.resignalledGen = true, sr.Generation
+		}
+	})
 	c.notifyLocked(k)
+	c.mu.Unlock()
+	if lost {
+		c.resignal(k, sr)
+	}
+}
+
+// demandLost reports whether the informer now shows the request Idle for its latest signal
+// (the controller saw the target set back to zero) while a caller was answered from the cache
+// at or after that moment, less DemandSkew, and this client has not re-signalled for it yet.
+func demandLost(e *entry) bool {
+	sr := e.obj
+	if sr.Status.Phase != v1alpha1.PhaseIdle || sr.Status.ObservedGeneration != sr.Generation || e.resignalledGen == sr.Generation {
+		return false
+	}
+	ready := condAt(sr.Status.Conditions, v1alpha1.ConditionReady, sr.Generation)
+	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != v1alpha1.ReasonTargetScaledDown {
+		return false
+	}
+	at := e.demand.at.Load()
+	return at != 0 && at >= ready.LastTransitionTime.Add(-DemandSkew).UnixNano()
+}
+
+// resignal signals the request's own target again, in the background: demand was answered
+// from a cache that had not seen the target go back to zero.
+func (c *Client) resignal(k key, sr *v1alpha1.ScaleRequest) {
+	ref := sr.Spec.ScaleTargetRef
+	t := Target{Namespace: sr.Namespace, APIVersion: ref.APIVersion, Kind: ref.Kind, Name: ref.Name, MinReplicas: specMinReplicas(sr)}
+	c.lifeMu.Lock()
+	if c.stopping || c.runCtx == nil {
+		c.lifeMu.Unlock()
+		return
+	}
+	c.wg.Add(1)
+	ctx := c.runCtx
+	c.lifeMu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		// A failure is remembered for ErrorBackoff like any other; the next caller retries.
+		_, _ = c.signal(ctx, k, &t, t.MinReplicas)
+	}()
 }
 
 func (c *Client) onDelete(d cache.DeletedObject[*v1alpha1.ScaleRequest]) {

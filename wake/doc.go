@@ -21,8 +21,22 @@
 //     a JSON merge patch. The patch carries no resourceVersion, so it never conflicts; because
 //     it changes spec, metadata.generation moves and the controller acts again.
 //
-// A patch also raises spec.minReplicas when a caller asks for more than the request holds; it
-// never lowers it.
+// A patch also raises spec.minReplicas when a caller asks for more than the request holds. It
+// lowers it only when the latest signal was refused for asking more than the owner allows
+// (Failed, AboveOwnerCap): a caller asking less is then written at once, inside the window too.
+// Otherwise a signal keeps the higher number another caller asked for, so that two routes asking
+// different numbers do not take turns rewriting the request.
+//
+// # Stale answers
+//
+// A Wake answered without a write, and a [Client.Demand] that finds the target Ready, come
+// from the informer's cache, which may not have seen an outside idler set the target back to
+// zero a moment ago. The client remembers, per request, when it last answered so (one atomic
+// store, no allocation). When the informer then shows the request Idle for its latest signal
+// (Ready False, reason TargetScaledDown) and that demand is no older than the Ready
+// condition's lastTransitionTime less [DemandSkew], the client signals again by itself, once
+// per such transition. [Client.WaitReady], finding Idle for the generation it waits on,
+// signals again too rather than waiting for its context to end.
 //
 // The window (default 30s) should equal the controller's --rescale-duration: the controller
 // scales a target at most once per window, so a second write inside it could only be deferred.
@@ -46,8 +60,10 @@
 // phase is Failed and status.observedGeneration equals metadata.generation; its Reason is the
 // reason of the Scaled or Ready condition that is False for that generation (TargetNotFound,
 // KindUnknown, NoScaleSubresource, KindNotAllowed, Forbidden, Rejected, NotOptedIn,
-// AboveOwnerCap, ReadyTimeout). An Idle request is neither: WaitReady keeps waiting for the
-// next signal's answer (call Wake, which re-signals an Idle request). When this client
+// AboveOwnerCap, ReadyTimeout). An Idle request is neither: WaitReady signals again, once per
+// generation, and waits for that signal's answer. A request the controller moved from Ready
+// back to Scaling (its target lost ready pods, reason TargetNotReady) is still being served:
+// Wake writes nothing and WaitReady keeps waiting. When this client
 // wrote the latest signal itself, WaitReady ignores older generations the informer may still
 // hold, so a Ready status left over from an earlier signal is never mistaken for the new one.
 // Waiting is driven by informer events delivered to per-target channels, never by polling.

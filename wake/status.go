@@ -53,6 +53,10 @@ func (e *FailedError) Is(target error) bool { return target == ErrFailed }
 type Status struct {
 	// Exists is false when the informer holds no ScaleRequest for the target.
 	Exists bool
+	// Mismatch: the ScaleRequest named after the target is for another workload (a
+	// StatefulSet and a Deployment sharing a name); nothing else in Status is about the target.
+	// Only Client.Status sets it; StatusOf knows no target.
+	Mismatch bool
 	// Generation is metadata.generation: the latest signal.
 	Generation int64
 	// ObservedGeneration is status.observedGeneration: the signal the controller last acted on.
@@ -66,7 +70,9 @@ type Status struct {
 	MinReplicas   int32
 	Replicas      int32
 	ReadyReplicas int32
-	// Ready: the Ready condition is True for the latest signal.
+	// Ready: the Ready condition is True for the latest signal. From Client.Status also: the
+	// request is for this target and asks at least the target's MinReplicas (Ready for 1 is
+	// not Ready for 3; Wake raises the request).
 	Ready bool
 	// Failed: the phase is Failed for the latest signal.
 	Failed bool
@@ -191,6 +197,19 @@ func StatusOf(sr *v1alpha1.ScaleRequest) Status {
 		s.Reason, s.Message = ready.Reason, ready.Message
 	case scaled != nil:
 		s.Reason, s.Message = scaled.Reason, scaled.Message
+	}
+	return s
+}
+
+// statusFor is StatusOf for target t: a request for another workload is a mismatch, not a
+// status of t, and a request Ready for fewer replicas than t asks is not Ready for t.
+func statusFor(sr *v1alpha1.ScaleRequest, t *Target) Status {
+	if !sameTarget(&sr.Spec.ScaleTargetRef, t) {
+		return Status{Exists: true, Mismatch: true, Generation: sr.Generation}
+	}
+	s := StatusOf(sr)
+	if s.Ready && s.MinReplicas < t.minReplicas() {
+		s.Ready = false
 	}
 	return s
 }

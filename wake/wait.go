@@ -9,14 +9,16 @@ import (
 	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
 )
 
-// Status returns the target's ScaleRequest as the informer last saw it. Status.Exists is false
-// when there is none (or the client is not running).
+// Status returns the target's ScaleRequest as the informer last saw it, interpreted for t:
+// Status.Exists is false when there is none (or the client is not running); Status.Mismatch
+// is true, and Ready false, when the request is for another workload sharing the name; Ready
+// is false when the request asks fewer replicas than t.MinReplicas.
 func (c *Client) Status(t Target) Status {
 	if c.running() != nil || c.resolveNamespace(&t) != nil {
 		return Status{}
 	}
-	if e := c.load(key{t.Namespace, t.Name}); e != nil {
-		return StatusOf(e.obj)
+	if e := c.load(key{t.Namespace, t.Name}); e != nil && e.obj != nil {
+		return statusFor(e.obj, &t)
 	}
 	return Status{}
 }
@@ -29,7 +31,9 @@ func (c *Client) Status(t Target) Status {
 // ScaleRequest exists yet, it waits for one.
 //
 // When this client wrote the latest signal, generations older than the one it wrote are
-// ignored. WaitReady does not signal; call Wake first.
+// ignored. WaitReady does not give the first signal; call Wake first. When the request turns
+// Idle for the generation it waits on (the target was set back to zero before it was ready),
+// WaitReady signals again, once per generation, instead of waiting for ctx to end.
 func (c *Client) WaitReady(ctx context.Context, t Target) (time.Duration, error) {
 	return c.WaitReadyWithProgress(ctx, t, nil)
 }
@@ -55,6 +59,8 @@ func (c *Client) WaitReadyWithProgress(ctx context.Context, t Target, progress f
 		seen     types.UID
 		last     Status
 		reported bool
+		// resignalled is the generation WaitReady found Idle and signalled again.
+		resignalled int64
 	)
 	for {
 		c.mu.Lock()
@@ -85,7 +91,7 @@ func (c *Client) WaitReadyWithProgress(ctx context.Context, t Target, progress f
 			return 0, &MismatchError{Namespace: sr.Namespace, Name: sr.Name, Existing: sr.Spec.ScaleTargetRef, Wanted: t.Ref()}
 		case !lagging:
 			seen = sr.UID
-			st := StatusOf(sr)
+			st := statusFor(sr, &t)
 			if progress != nil && (!reported || st != last) {
 				progress(st)
 				last, reported = st, true
@@ -95,6 +101,15 @@ func (c *Client) WaitReadyWithProgress(ctx context.Context, t Target, progress f
 			}
 			if st.Failed {
 				return 0, failedError(sr, &st)
+			}
+			if st.Observed && st.Phase == v1alpha1.PhaseIdle && st.Generation != resignalled {
+				// The target went back below its minimum before this signal was Ready: no
+				// answer will come for it. Signal again (once per generation), and wait for that.
+				resignalled = st.Generation
+				if _, err := c.Wake(ctx, t); err != nil {
+					return 0, err
+				}
+				continue
 			}
 		}
 
@@ -106,4 +121,24 @@ func (c *Client) WaitReadyWithProgress(ctx context.Context, t Target, progress f
 			return 0, ErrStopped
 		}
 	}
+}
+
+// Demand is Status for a caller about to use the target (a gate letting a request through):
+// when the answer is Ready it also records that the target was in demand now. The informer may
+// not have seen the target set back to zero yet; when it then shows the request Idle for that
+// signal, the client re-signals by itself (see the package documentation, "Stale answers").
+// Demand never writes and does not allocate.
+func (c *Client) Demand(t Target) Status {
+	if c.running() != nil || c.resolveNamespace(&t) != nil {
+		return Status{}
+	}
+	e := c.load(key{t.Namespace, t.Name})
+	if e == nil || e.obj == nil {
+		return Status{}
+	}
+	s := statusFor(e.obj, &t)
+	if s.Ready {
+		e.demand.note(c.clock.Now())
+	}
+	return s
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +22,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
 	"k8s.io/klog/v2"
 
 	"github.com/zerowake/zerowake/gate"
@@ -32,24 +37,35 @@ import (
 
 type options struct {
 	kubeconfig string
-	namespace  string
-	address    string
-	opsAddress string
-	window     time.Duration
-	gate       gate.Config
-	grace      time.Duration
-	qps        float64
-	burst      int
-	logLevel   string
-	logFormat  string
-	pprof      bool
+	// namespaces served; nil with allNamespaces.
+	namespaces    []string
+	allNamespaces bool
+	tokenFile     string
+	defaultMax    int
+	address       string
+	opsAddress    string
+	window        time.Duration
+	gate          gate.Config
+	grace         time.Duration
+	qps           float64
+	burst         int
+	logLevel      string
+	logFormat     string
+	pprof         bool
 }
 
 func parseFlags(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("zerowake-gate", flag.ContinueOnError)
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty means in-cluster configuration (or $KUBECONFIG when set).")
-	fs.StringVar(&o.namespace, "namespace", "", "Serve targets in this namespace only (needs only namespaced rights); empty means all namespaces.")
+	var namespaces, namespace string
+	fs.StringVar(&namespaces, "namespaces", "", "Comma-separated namespaces whose targets the gate serves (each needs only a RoleBinding); a target elsewhere is refused with no write. Required unless --all-namespaces.")
+	fs.StringVar(&namespace, "namespace", "", "Deprecated: use --namespaces (one namespace).")
+	fs.BoolVar(&o.allNamespaces, "all-namespaces", false, "Serve targets in every namespace (needs a ClusterRoleBinding).")
+	fs.StringVar(&o.tokenFile, "auth-token-file", "", "File holding the token proxies must send (header "+gate.HeaderToken+", or token= in the /auth URL); calls without it get 401. Empty: no token is asked for.")
+	fs.IntVar(&o.defaultMax, "default-max-replicas", gate.DefaultMaxReplicas, "Replicas a route may ask for a workload whose owner set no "+gate.MaxReplicasAnnotation+" annotation; equal to the controller's --default-max-replicas.")
+	fs.BoolVar(&o.gate.ExposeDetails, "expose-details", false, "Send clients the reason (X-Zerowake-Reason) and the detailed message of answers that do not pass; by default they get a fixed text per outcome and the detail is only logged.")
+	fs.StringVar(&o.gate.MethodHeader, "method-header", gate.DefaultMethodHeader, "Header in which the proxy passes the original method on /auth (Traefik, Caddy: X-Forwarded-Method; nginx: the one its configuration sets, e.g. X-Original-Method). The proxy must set it, not copy it from the client.")
 	fs.StringVar(&o.address, "address", ":8000", "Address serving the forward-auth calls (/auth and /ext_authz/).")
 	fs.StringVar(&o.opsAddress, "ops-address", "", "Address (e.g. :8080) serving /metrics, /healthz and /readyz; empty disables it.")
 	fs.DurationVar(&o.window, "window", wake.DefaultWindow, "How long a signal stays fresh; set it to the controller's --rescale-duration.")
@@ -71,6 +87,21 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	for _, list := range []string{namespaces, namespace} {
+		for ns := range strings.SplitSeq(list, ",") {
+			if ns = strings.TrimSpace(ns); ns != "" && !slices.Contains(o.namespaces, ns) {
+				o.namespaces = append(o.namespaces, ns)
+			}
+		}
+	}
+	switch {
+	case o.allNamespaces && len(o.namespaces) > 0:
+		return nil, errors.New("--all-namespaces and --namespaces exclude each other")
+	case !o.allNamespaces && len(o.namespaces) == 0:
+		return nil, errors.New("name the namespaces to serve with --namespaces=a,b (or serve every namespace with --all-namespaces)")
+	case o.defaultMax < 1 || o.defaultMax > 1000:
+		return nil, fmt.Errorf("--default-max-replicas must be 1..1000, got %d", o.defaultMax)
 	}
 	switch {
 	case o.window <= 0:
@@ -127,13 +158,45 @@ func run(ctx context.Context, opts *options) error {
 	config.QPS, config.Burst = float32(opts.qps), opts.burst
 	config.UserAgent = "zerowake-gate"
 	config.Wrap(apicount.Transport(registry, "gate"))
-	client, err := wake.NewForConfig(config, wake.Options{
-		Namespace: opts.namespace, Window: opts.window, FieldManager: "zerowake-gate",
-		Labels: map[string]string{"app.kubernetes.io/managed-by": "zerowake-gate"},
-	})
+	if opts.tokenFile != "" {
+		token, err := os.ReadFile(opts.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--auth-token-file: %w", err)
+		}
+		if opts.gate.AuthToken = strings.TrimSpace(string(token)); opts.gate.AuthToken == "" {
+			return errors.New("--auth-token-file: the file is empty")
+		}
+	} else {
+		logger.Info("No --auth-token-file: any caller that reaches the gate is served; restrict who can reach it")
+	}
+	clientNamespaces := opts.namespaces
+	if opts.allNamespaces {
+		clientNamespaces = []string{""}
+	}
+	clients := make([]*wake.Client, 0, len(clientNamespaces))
+	for _, ns := range clientNamespaces {
+		client, err := wake.NewForConfig(config, wake.Options{
+			Namespace: ns, Window: opts.window, FieldManager: "zerowake-gate",
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "zerowake-gate"},
+		})
+		if err != nil {
+			return err
+		}
+		clients = append(clients, client)
+	}
+	dyn, err := dynamic.NewForConfig(config)
 	if err != nil {
 		return err
 	}
+	disco, err := discovery.NewDiscoveryClientForConfig(config)
+	if err != nil {
+		return err
+	}
+	// Only the kinds routes name are resolved and followed, on first use.
+	owners := gate.NewInventoryOwners(dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco)),
+		opts.namespaces, int32(opts.defaultMax))
+	defer owners.Stop()
+	opts.gate.Owners = owners
 
 	var started atomic.Bool
 	if opts.opsAddress != "" {
@@ -147,12 +210,29 @@ func run(ctx context.Context, opts *options) error {
 	// their targets become ready while the server drains.
 	clientCtx, stopClient := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopClient()
-	if err := client.Start(clientCtx); err != nil {
-		return err
+	var waker gate.Waker
+	if opts.allNamespaces {
+		waker = clients[0]
+	} else {
+		byNamespace := gate.NamespaceWakers{}
+		for i, ns := range opts.namespaces {
+			byNamespace[ns] = clients[i]
+		}
+		waker = byNamespace
 	}
-	defer client.Stop()
+	stopClients := func() {
+		for _, c := range clients {
+			c.Stop()
+		}
+	}
+	defer stopClients()
+	for _, c := range clients {
+		if err := c.Start(clientCtx); err != nil {
+			return err
+		}
+	}
 
-	g := gate.New(client, opts.gate, gate.NewMetrics(registry), logger)
+	g := gate.New(waker, opts.gate, gate.NewMetrics(registry), logger)
 	listener, err := net.Listen("tcp", opts.address)
 	if err != nil {
 		return fmt.Errorf("--address: %w", err)
@@ -162,7 +242,8 @@ func run(ctx context.Context, opts *options) error {
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(listener) }()
 	started.Store(true)
-	logger.Info("Serving forward-auth calls", "address", listener.Addr().String(), "namespace", opts.namespace)
+	logger.Info("Serving forward-auth calls", "address", listener.Addr().String(), "namespaces", opts.namespaces,
+		"allNamespaces", opts.allNamespaces, "token", opts.gate.AuthToken != "")
 
 	select {
 	case err := <-served:
@@ -176,7 +257,7 @@ func run(ctx context.Context, opts *options) error {
 	if err := server.Shutdown(graceCtx); err != nil {
 		// Calls still held: stopping the client answers them 503 (the proxy retries, and the
 		// wake goes on: it is a ScaleRequest), then they finish.
-		client.Stop()
+		stopClients()
 		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = server.Shutdown(closeCtx)

@@ -1,21 +1,42 @@
 package main
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
 
 func TestParseFlags(t *testing.T) {
-	o, err := parseFlags([]string{"--window=2s", "--timeout=10s", "--page", "--max-held-per-target=-1"})
+	o, err := parseFlags([]string{"--namespaces=shop", "--window=2s", "--timeout=10s", "--page", "--max-held-per-target=-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o.window != 2*time.Second || o.gate.Timeout != 10*time.Second || !o.gate.Page || o.gate.MaxHeldPerTarget != -1 {
 		t.Errorf("parsed %+v", o)
 	}
-	for _, bad := range [][]string{{"--window=0s"}, {"--timeout=-1s"}, {"--max-held-per-target=0"}, {"--kube-api-qps=0"}, {"extra"}} {
-		if _, err := parseFlags(bad); err == nil {
+	if o.defaultMax != 1 || o.gate.ExposeDetails || o.gate.MethodHeader != "X-Forwarded-Method" {
+		t.Errorf("defaults: max %d, expose %v, method header %q", o.defaultMax, o.gate.ExposeDetails, o.gate.MethodHeader)
+	}
+	for _, bad := range [][]string{{"--window=0s"}, {"--timeout=-1s"}, {"--max-held-per-target=0"}, {"--kube-api-qps=0"}, {"extra"},
+		{"--default-max-replicas=0"}} {
+		if _, err := parseFlags(append([]string{"--namespaces=shop"}, bad...)); err == nil {
 			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+// The gate serves only the namespaces it is told to; every namespace only when asked so.
+func TestParseFlagsNamespaces(t *testing.T) {
+	o, err := parseFlags([]string{"--namespaces=shop, blog,shop", "--namespace=legacy"})
+	if err != nil || !slices.Equal(o.namespaces, []string{"shop", "blog", "legacy"}) || o.allNamespaces {
+		t.Errorf("namespaces %v (all %v), %v", o.namespaces, o.allNamespaces, err)
+	}
+	if o, err := parseFlags([]string{"--all-namespaces"}); err != nil || !o.allNamespaces || o.namespaces != nil {
+		t.Errorf("--all-namespaces: %+v, %v", o, err)
+	}
+	for _, bad := range [][]string{{}, {"--namespaces="}, {"--all-namespaces", "--namespaces=shop"}} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("%v accepted: a gate must be told which namespaces it serves", bad)
 		}
 	}
 }

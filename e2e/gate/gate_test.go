@@ -13,10 +13,12 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	"github.com/zerowake/zerowake/e2e/framework"
+	"github.com/zerowake/zerowake/gate"
 	"github.com/zerowake/zerowake/hack/localcluster"
 )
 
@@ -55,6 +57,11 @@ func startCaddy(t *testing.T, route string) string {
 
 // startCaddyWith is startCaddy with forward_auth spread over the gate replicas at gates.
 func startCaddyWith(t *testing.T, route string, gates ...string) string {
+	return startCaddyAuth(t, route, "header_up "+gate.HeaderToken+" "+gateToken, gates...)
+}
+
+// startCaddyAuth is startCaddyWith with extra forward_auth directives in place of the token's.
+func startCaddyAuth(t *testing.T, route, directives string, gates ...string) string {
 	t.Helper()
 	port, err := framework.FreePort()
 	if err != nil {
@@ -71,12 +78,13 @@ http://%s {
 	forward_auth %s {
 		uri /auth?%s
 		copy_headers X-Zerowake-Outcome
+		%s
 		lb_policy round_robin
 		lb_try_duration 5s
 	}
 	reverse_proxy %s
 }
-`, site, strings.Join(gates, " "), route, strings.TrimPrefix(backend.URL, "http://"))
+`, site, strings.Join(gates, " "), route, directives, strings.TrimPrefix(backend.URL, "http://"))
 	c, err := framework.StartCaddy(context.Background(), caddy, dir, caddyfile, site)
 	if err != nil {
 		t.Fatal(err)
@@ -250,6 +258,58 @@ func TestUnoptedTargetIsRefused(t *testing.T) {
 	if replicas, _ := deploymentReady(t, ns, "private"); replicas != 0 {
 		t.Errorf("the un-opted target was scaled to %d", replicas)
 	}
+	noScaleRequest(t, ns, "private")
+}
+
+// noScaleRequest fails the test when a ScaleRequest ns/name exists.
+func noScaleRequest(t *testing.T, ns, name string) {
+	t.Helper()
+	if _, err := client.ZerowakeV1alpha1().ScaleRequests(ns).Get(context.Background(), name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("ScaleRequest %s/%s: %v; the gate must not write for a workload its owner has not opted in", ns, name, err)
+	}
+}
+
+// TestNoWriteForWhatIsNotOptedIn: names that are no workload, and routes asking more than the
+// default cap of 1 of a workload without a cap annotation, are refused 403 with no ScaleRequest.
+func TestNoWriteForWhatIsNotOptedIn(t *testing.T) {
+	ns := localcluster.NewNamespace(t, cluster)
+	createIdle(t, ns, "web", true, false)
+	writesBefore := scaleRequestWrites(t)
+	for _, target := range []string{"ghost-1", "ghost-2", "web:3"} {
+		site := startCaddy(t, "target="+ns+"/deployment/"+target+"&timeout=10s")
+		r := get(t, site+"/")
+		if r.status != http.StatusForbidden {
+			t.Errorf("%s: got %d %q, want 403", target, r.status, r.body)
+		}
+	}
+	if writes := scaleRequestWrites(t) - writesBefore; writes != 0 {
+		t.Errorf("the gate made %v ScaleRequest writes for targets not opted in", writes)
+	}
+	for _, name := range []string{"ghost-1", "ghost-2", "web"} {
+		noScaleRequest(t, ns, name)
+	}
+}
+
+// TestCallsWithoutTheTokenGet401: a proxy that does not send the gate's token gets 401 with no
+// detail, and nothing is written.
+func TestCallsWithoutTheTokenGet401(t *testing.T) {
+	ns := localcluster.NewNamespace(t, cluster)
+	createIdle(t, ns, "web", true, false)
+	writesBefore := scaleRequestWrites(t)
+	for name, directives := range map[string]string{
+		"no token":    "",
+		"wrong token": "header_up " + gate.HeaderToken + " guessed",
+	} {
+		site := startCaddyAuth(t, "target="+ns+"/deployment/web&timeout=10s", directives, gateAddress)
+		r := get(t, site+"/")
+		if r.status != http.StatusUnauthorized || strings.Contains(r.body, ns) {
+			t.Errorf("%s: got %d %q, want 401 with no detail", name, r.status, r.body)
+		}
+	}
+	if writes := scaleRequestWrites(t) - writesBefore; writes != 0 {
+		t.Errorf("unauthenticated calls made %v ScaleRequest writes", writes)
+	}
+	noScaleRequest(t, ns, "web")
 }
 
 // TestThousandConcurrentRequests: 1,000 requests at once for one idle target cost the gate one

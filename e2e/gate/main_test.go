@@ -1,8 +1,8 @@
 // Package gate tests the wake gate end to end: a real proxy (Caddy, built by hack/tools.sh)
 // whose route asks the gate binary through forward_auth, the controller binary, and a backend
 // HTTP server on loopback standing in for the workload's pods (kwok pods serve nothing). The
-// gate runs with the identity deploy/gate binds (the resolver role only) and the controller
-// with deploy/'s.
+// gate runs with the identity deploy/gate-all-namespaces binds (the gate role, every namespace,
+// since each test has its own) and the proxy's token; the controller with deploy/'s.
 package gate
 
 import (
@@ -10,15 +10,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	rbacv1 "k8s.io/api/rbac/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -45,6 +43,11 @@ var (
 	backendHits atomic.Int64
 )
 
+// gateToken is the token Caddy sends the gate (header_up), from the file at tokenFile.
+const gateToken = "e2e-proxy-token"
+
+var tokenFile string
+
 // window is the controller's --rescale-duration and the gate's --window.
 const window = 30 * time.Second
 
@@ -68,10 +71,11 @@ func setup(c *localcluster.Cluster) error {
 	if err := framework.Install(ctx, c); err != nil {
 		return err
 	}
-	if err := ensureResolverRole(ctx); err != nil {
+	if _, err := c.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(root, "deploy", "gate-all-namespaces")); err != nil {
 		return err
 	}
-	if _, err := c.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(root, "deploy", "gate")); err != nil {
+	tokenFile = filepath.Join(c.Dir(), "gate-token")
+	if err := os.WriteFile(tokenFile, []byte(gateToken+"\n"), 0o600); err != nil {
 		return err
 	}
 	if caddy, err = framework.CaddyPath(ctx); err != nil {
@@ -109,7 +113,7 @@ func setup(c *localcluster.Cluster) error {
 	return nil
 }
 
-// startGate runs a gate replica with the identity deploy/gate binds and returns it and its
+// startGate runs a gate replica with the identity deploy/gate-all-namespaces binds and returns it and its
 // forward-auth address.
 func startGate(ctx context.Context, name string) (*framework.Controller, string, error) {
 	port, err := framework.FreePort()
@@ -119,25 +123,8 @@ func startGate(ctx context.Context, name string) (*framework.Controller, string,
 	address := "127.0.0.1:" + strconv.Itoa(port)
 	p, err := framework.StartController(ctx, framework.ControllerOptions{
 		Name: name, Binary: gateBinary, Config: gateConfig, Dir: cluster.Dir(),
-		Args: []string{"--address=" + address, "--window=" + window.String(), "--retry-after=3s"},
+		Args: []string{"--address=" + address, "--window=" + window.String(), "--retry-after=3s",
+			"--all-namespaces", "--auth-token-file=" + tokenFile, "--expose-details"},
 	})
 	return p, address, err
-}
-
-// ensureResolverRole makes sure the ClusterRole deploy/gate binds exists. deploy/ ships it; an
-// install without it gets one with exactly the rules it is specified to hold, so that the gate
-// is still tested with the resolver's rights and no more.
-func ensureResolverRole(ctx context.Context) error {
-	_, err := kube.RbacV1().ClusterRoles().Get(ctx, "zerowake-resolver", metav1.GetOptions{})
-	if !apierrors.IsNotFound(err) {
-		return err
-	}
-	_, err = kube.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "zerowake-resolver"},
-		Rules: []rbacv1.PolicyRule{{
-			APIGroups: []string{"zerowake.dev"}, Resources: []string{"scalerequests"},
-			Verbs: []string{"create", "patch", "get", "list", "watch"},
-		}},
-	}, metav1.CreateOptions{})
-	return err
 }
