@@ -63,7 +63,7 @@ func (h *ScaleHandler) LastWrite(ctx context.Context, target Target, resource sc
 		}
 		for _, entry := range item.ManagedFields {
 			if entry.Subresource != "scale" || entry.Operation != metav1.ManagedFieldsOperationUpdate ||
-				entry.FieldsV1 == nil || !strings.Contains(string(entry.FieldsV1.Raw), `"f:replicas"`) {
+				entry.FieldsV1 == nil || !strings.Contains(entry.FieldsV1.GetRawString(), `"f:replicas"`) {
 				continue
 			}
 			if entry.Manager != FieldManager && entry.Manager != raiseFieldManager {
