@@ -36,7 +36,10 @@ func (w *writeCounter) RoundTrip(req *http.Request) (*http.Response, error) {
 func createIdleDeployment(t *testing.T, ns, name string) {
 	t.Helper()
 	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"}},
+		// The owner opts in and allows a wake up to 3 replicas (without the cap annotation a
+		// wake may ask for 1 only).
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{v1alpha1.LabelWake: "true"},
+			Annotations: map[string]string{v1alpha1.AnnotationMaxReplicas: "3"}},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](0),
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
