@@ -2,11 +2,12 @@
 # Builds the binaries that the local control plane and code generation need, from the Go module
 # proxy only, and caches them outside the repository, keyed by version, so later runs reuse them.
 #
-#   hack/tools.sh [all|kubernetes|etcd|kwok|caddy|codegen|lint|helm]...   build what is missing
-#   hack/tools.sh path NAME                                    print where NAME is (or will be)
+#   hack/tools.sh [all|kubernetes|etcd|kwok|caddy|nginx|codegen|lint|helm]...   build what is missing
+#   hack/tools.sh path NAME                                          print where NAME is (or will be)
 #
 # The cache lives in $ZEROWAKE_CACHE (default: ~/.cache/zerowake). Versions come from the small
 # modules under hack/tools/ and from the project's go.mod, so there is one place to change each.
+# nginx is the exception: not a Go program, it comes from the Debian archive apt is configured with.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +33,7 @@ dir_for() {
 	kwok) echo "$cache/kwok-$kwok_version" ;;
 	helm) echo "$cache/helm-$helm_version" ;;
 	caddy) echo "$cache/caddy-$caddy_version" ;;
+	nginx) local v; v=$(nginx_version) || return 1; echo "$cache/nginx-$v" ;;
 	controller-gen) echo "$cache/controller-gen-$controller_gen_version" ;;
 	staticcheck) echo "$cache/staticcheck-$staticcheck_version" ;;
 	*) echo "unknown tool $1" >&2; return 1 ;;
@@ -69,6 +71,35 @@ build_etcd() { build_into etcd "$root/hack/tools/etcd" go.etcd.io/etcd/server/v3
 
 # Caddy is the real proxy in front of the gate in its end-to-end tests and in the demo.
 build_caddy() { build_into caddy "$root/hack/tools/caddy" github.com/caddyserver/caddy/v2/cmd/caddy; }
+
+# nginx_version prints the version of Debian's nginx package that apt would fetch.
+nginx_version() {
+	local v
+	v=$(apt-cache policy nginx 2>/dev/null | awk '$1 == "Candidate:" {print $2}')
+	if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+		echo "nginx: apt knows no nginx package (a Debian-based machine is needed; try apt-get update)" >&2
+		return 1
+	fi
+	echo "$v"
+}
+
+# nginx runs the nginx example of docs/proxies.md in e2e/gate. The package's binary has
+# auth_request built in and loads only shared libraries (libssl3, libpcre2-8, zlib, libcrypt);
+# apt-get download fetches the package without installing it (no root needed) and dpkg-deb
+# unpacks it here.
+build_nginx() {
+	local dir; dir=$(dir_for nginx)
+	[ -x "$dir/nginx" ] && return 0
+	local version; version=$(nginx_version)
+	say "fetching nginx $version from the Debian archive into $dir"
+	local tmp; tmp=$(mktemp -d)
+	(cd "$tmp" && apt-get download -q "nginx=$version" >&2)
+	dpkg-deb -x "$tmp"/nginx_*.deb "$tmp/root"
+	mkdir -p "$dir"
+	cp "$tmp/root/usr/sbin/nginx" "$dir/.nginx.tmp"
+	rm -rf "$tmp"
+	mv "$dir/.nginx.tmp" "$dir/nginx"
+}
 
 build_kwok() {
 	build_into kwok "$root/hack/tools/kwok" sigs.k8s.io/kwok/cmd/kwok
@@ -112,7 +143,8 @@ build_lint() {
 }
 
 if [ "${1:-}" = path ]; then
-	echo "$(dir_for "$2")/$2"
+	dir=$(dir_for "$2")
+	echo "$dir/$2"
 	exit 0
 fi
 [ $# -eq 0 ] && set -- all
@@ -123,9 +155,10 @@ for what in "$@"; do
 	etcd) build_etcd ;;
 	kwok) build_kwok ;;
 	caddy) build_caddy ;;
+	nginx) build_nginx ;;
 	codegen) build_codegen ;;
 	lint) build_lint ;;
 	helm) build_helm ;;
-	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|codegen|lint|helm]... | path NAME" >&2; exit 2 ;;
+	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|codegen|lint|helm]... | path NAME" >&2; exit 2 ;;
 	esac
 done

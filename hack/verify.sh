@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when anything derived is stale: generated code and CRD (regenerated and diffed),
-# go.mod/go.sum, and formatting.
+# go.mod/go.sum, and formatting; or when a document links to a file that does not exist.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -11,6 +11,22 @@ if [ -n "$unformatted" ]; then
 	echo "gofmt needed on:" $unformatted >&2
 	status=1
 fi
+
+# Every relative link in README.md and docs/*.md must name a file or directory of the tree
+# (anchors are not checked). Links inside fenced code blocks are code, not links.
+for doc in README.md docs/*.md; do
+	[ -e "$doc" ] || continue
+	dir=$(dirname "$doc")
+	while IFS= read -r target; do
+		file=${target%%#*}
+		if [ -n "$file" ] && [ ! -e "$dir/$file" ]; then
+			echo "$doc: link to $target, which does not exist" >&2
+			status=1
+		fi
+	done < <(awk '/^[[:space:]]*```/ {fence = !fence; next} !fence' "$doc" |
+		grep -oE '\]\([^)[:space:]]+\)' | sed -E 's/^\]\((.*)\)$/\1/' |
+		grep -vE '^([a-z]+:|#)' || true)
+done
 
 go mod tidy
 "$root/hack/update-codegen.sh" >/dev/null
