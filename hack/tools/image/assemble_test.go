@@ -10,6 +10,7 @@ import (
 
 	gcrname "github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
@@ -95,21 +96,13 @@ func TestPush(t *testing.T) {
 	if d, _ := got.Digest(); d != want || len(manifest.Manifests) != 2 {
 		t.Fatalf("read back %s with %d manifests", d, len(manifest.Manifests))
 	}
-	img, err := got.Image(manifest.Manifests[1].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Architecture != "arm64" || cfg.Config.User != "65532:65532" || cfg.Config.Entrypoint[0] != "/"+name {
+	if cfg := imageConfig(t, got, manifest.Manifests[1].Digest); cfg.Architecture != "arm64" || cfg.Config.User != "65532:65532" || cfg.Config.Entrypoint[0] != "/"+name {
 		t.Fatalf("config %+v", cfg.Config)
 	}
 }
 
-// Each image runs its own command: the gate's entrypoint is /zerowake-gate, and its layer holds
-// that binary, not the controller's.
+// Each image runs its own command: the gate's entrypoint is /zerowake-gate, its index is titled
+// after it, and its digest is not the controller's.
 func TestAssembleNamesEntrypointAfterCommand(t *testing.T) {
 	opts := testOptions(t)
 	controller, err := assemble(opts, "zerowake-controller", fakeBuilds(t, "zerowake-controller"))
@@ -129,16 +122,8 @@ func TestAssembleNamesEntrypointAfterCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := gate.Image(manifest.Manifests[0].Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cfg.Config.Entrypoint) != 1 || cfg.Config.Entrypoint[0] != "/zerowake-gate" {
-		t.Errorf("gate entrypoint %q", cfg.Config.Entrypoint)
+	if cfg := imageConfig(t, gate, manifest.Manifests[0].Digest); len(cfg.Config.Entrypoint) != 1 || cfg.Config.Entrypoint[0] != "/zerowake-gate" {
+		t.Errorf("gate config %+v", cfg.Config)
 	}
 	if title := manifest.Annotations["org.opencontainers.image.title"]; title != "zerowake-gate" {
 		t.Errorf("gate index title %q", title)
@@ -155,4 +140,18 @@ func TestPushPrefix(t *testing.T) {
 	if _, err := parseFlags(append(base, "-push", "ghcr.io/you/zerowake-controller")); err == nil {
 		t.Error("a repository named after the controller image was taken as a prefix")
 	}
+}
+
+// imageConfig returns the config of the index's image with the given digest.
+func imageConfig(t *testing.T, index v1.ImageIndex, digest v1.Hash) *v1.ConfigFile {
+	t.Helper()
+	img, err := index.Image(digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
