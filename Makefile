@@ -8,15 +8,16 @@ SHELL := /usr/bin/env bash
 export ZEROWAKE_CACHE ?= $(HOME)/.cache/zerowake
 GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
-# What the binaries and the image report with --version. Computed once, so a slow build does
+# What the binaries and the images report with --version. Computed once, so a slow build does
 # not stamp two values.
 ifeq ($(origin VERSION),undefined)
 VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 endif
 GO_LDFLAGS := -X github.com/zerowake/zerowake/internal/version.version=$(VERSION)
-# Build outputs other than bin/: the image, release bundles.
+# Build outputs other than bin/: the images, release bundles.
 OUTPUT ?= _output
-# A registry repository (e.g. ghcr.io/you/zerowake-controller) that make image and make release push to.
+# A registry prefix (e.g. ghcr.io/you) that make image and make release push the images under, as
+# PREFIX/zerowake-controller:VERSION and PREFIX/zerowake-gate:VERSION.
 IMAGE_PUSH ?=
 
 .PHONY: help
@@ -28,7 +29,7 @@ build: ## Build the controller and the kubectl plugin into bin/.
 	go build -ldflags "$(GO_LDFLAGS)" -o bin/ ./cmd/...
 
 .PHONY: image
-image: ## Build the controller image (linux/amd64+arm64, OCI layout, SBOMs) into $(OUTPUT)/image and print its digest; IMAGE_PUSH=repo pushes it.
+image: ## Build the controller and gate images (linux/amd64+arm64, OCI layouts, SBOMs) into $(OUTPUT)/image/NAME and print their digests; IMAGE_PUSH=registry/prefix pushes them.
 	cd hack/tools/image && go run . -root "$(CURDIR)" -version "$(VERSION)" -out "$(CURDIR)/$(OUTPUT)/image" $(if $(IMAGE_PUSH),-push "$(IMAGE_PUSH)")
 
 .PHONY: release

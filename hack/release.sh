@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
 # Cuts a release from the current tree, with Go tools only (no container engine).
 #
-#   hack/release.sh set-version vX.Y.Z   point deploy/ and the chart at vX.Y.Z (then commit and tag)
+#   hack/release.sh set-version vX.Y.Z   point deploy/, deploy/gate/ and the chart at vX.Y.Z (then commit and tag)
 #   VERSION=vX.Y.Z hack/release.sh       write the release bundle to $RELEASE_DIR
 #
 # The bundle (default _output/release/VERSION) holds:
-#   image/oci/                         the controller image index (linux/amd64, linux/arm64), an OCI layout
-#   image/digest                       its digest
-#   image/sbom-linux-*.spdx.json       SPDX SBOMs: the Go modules in each platform's binary
+#   image/NAME/oci/                    the image index of NAME (zerowake-controller, zerowake-gate) for
+#                                      linux/amd64 and linux/arm64, an OCI layout
+#   image/NAME/digest                  its digest
+#   image/NAME/sbom-linux-*.spdx.json  SPDX SBOMs: the Go modules in each platform's binary
 #   zerowake-crds.yaml                 crds/, rendered
-#   zerowake.yaml                      deploy/, rendered, with the image pinned by digest
+#   zerowake.yaml                      deploy/, rendered, with the controller image pinned by digest
+#   zerowake-gate.yaml                 deploy/gate/, rendered, with the gate image pinned by digest
+#   zerowake-gate-all-namespaces.yaml  deploy/gate-all-namespaces/, the same
 #   kubectl-zerowake_VERSION_OS_ARCH.tar.gz   the kubectl plugin for linux and darwin, amd64 and arm64
 #   krew/zerowake.yaml                 a krew plugin manifest pointing at those archives
 #   checksums.txt                      sha256 of every file above
 #
-# Environment: IMAGE_PUSH=registry/repo also pushes the image (tag VERSION); RELEASE_URL is where
-# the archives will be downloadable (krew needs it); SOURCE_DATE_EPOCH defaults to the commit time.
+# Environment: IMAGE_PUSH=registry/prefix also pushes the images as PREFIX/NAME:VERSION;
+# RELEASE_URL is where the archives will be downloadable (krew needs it); SOURCE_DATE_EPOCH
+# defaults to the commit time.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 image_name=ghcr.io/zerowake/zerowake-controller
+gate_image_name=ghcr.io/zerowake/zerowake-gate
 deploy_kustomization=deploy/base/kustomization.yaml
+gate_kustomization=deploy/gate/kustomization.yaml
 chart=deploy/chart/zerowake/Chart.yaml
 
 die() { echo "release: $*" >&2; exit 1; }
@@ -31,23 +37,44 @@ check_semver() {
 	[[ $1 =~ ^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$ ]] || die "version $1 is not vMAJOR.MINOR.PATCH[-PRERELEASE]"
 }
 
-deploy_tag() { awk '$1 == "newTag:" {print $2}' "$deploy_kustomization"; }
+# kustomization_tag FILE prints the newTag FILE sets (each kustomization names one image).
+kustomization_tag() { awk '$1 == "newTag:" {print $2}' "$1"; }
 chart_app_version() { awk '$1 == "appVersion:" {print $2}' "$chart"; }
 
 set_version() {
 	local v=$1
 	check_semver "$v"
-	sed -i "s|^\(  newTag:\) .*|\1 $v|" "$deploy_kustomization"
+	sed -i "s|^\(  newTag:\) .*|\1 $v|" "$deploy_kustomization" "$gate_kustomization"
 	sed -i "s|^appVersion: .*|appVersion: $v|; s|^version: .*|version: ${v#v}|" "$chart"
-	echo "deploy/ and the chart now name $image_name:$v; commit, then tag $v" >&2
+	echo "deploy/, deploy/gate/ and the chart now name $image_name:$v and $gate_image_name:$v; commit, then tag $v" >&2
 }
 
-# check_manifests_name VERSION fails unless deploy/ and the chart both name VERSION.
+# check_manifests_name VERSION fails unless deploy/, deploy/gate/ and the chart all name VERSION.
 check_manifests_name() {
-	local v=$1 d c
-	d=$(deploy_tag) c=$(chart_app_version)
-	[ "$d" = "$v" ] && [ "$c" = "$v" ] ||
-		die "deploy/ names $d and the chart $c, not $v: run hack/release.sh set-version $v, commit and tag"
+	local v=$1 d g c
+	d=$(kustomization_tag "$deploy_kustomization") g=$(kustomization_tag "$gate_kustomization") c=$(chart_app_version)
+	[ "$d" = "$v" ] && [ "$g" = "$v" ] && [ "$c" = "$v" ] ||
+		die "deploy/ names $d, deploy/gate/ $g and the chart $c, not $v: run hack/release.sh set-version $v, commit and tag"
+}
+
+# pin_manifests KUSTOMIZATION IMAGE DIGEST OUT renders KUSTOMIZATION (a directory of the
+# repository) into OUT with IMAGE pinned at DIGEST, through an overlay beside the repository's
+# deploy/; kustomize keeps the name.
+pin_manifests() {
+	local kustomization=$1 image=$2 digest=$3 out=$4 overlay
+	mkdir -p _output
+	overlay=$(mktemp -d "$root/_output/.pin.XXXXXX")
+	cat >"$overlay/kustomization.yaml" <<-EOF
+		apiVersion: kustomize.config.k8s.io/v1beta1
+		kind: Kustomization
+		resources:
+		- ../../$kustomization
+		images:
+		- name: $image
+		  digest: $digest
+	EOF
+	"$kubectl" kustomize "$overlay" >"$out"
+	rm -rf "$overlay"
 }
 
 # tar_gz DIR ARCHIVE packs DIR's files reproducibly: sorted, fixed owner and time, no gzip name or time.
@@ -68,31 +95,19 @@ bundle() {
 	rm -rf "$out"
 	mkdir -p "$out/krew"
 
-	say "image $image_name:$version"
+	say "images $image_name:$version and $gate_image_name:$version"
 	(cd hack/tools/image && go run . -root "$root" -version "$version" -out "$out/image" ${IMAGE_PUSH:+-push "$IMAGE_PUSH"}) >/dev/null
-	local digest
-	digest=$(cat "$out/image/digest")
+	local digest gate_digest
+	digest=$(cat "$out/image/zerowake-controller/digest")
+	gate_digest=$(cat "$out/image/zerowake-gate/digest")
 
-	local kubectl
 	kubectl=$(hack/tools.sh path kubectl)
 	[ -x "$kubectl" ] || hack/tools.sh kubernetes
-	say "manifests, image pinned at $digest"
+	say "manifests, images pinned at $digest (controller) and $gate_digest (gate)"
 	"$kubectl" kustomize crds >"$out/zerowake-crds.yaml"
-	# An overlay beside the repository's deploy/ pins the digest; kustomize keeps the name.
-	mkdir -p _output
-	local overlay
-	overlay=$(mktemp -d "$root/_output/.pin.XXXXXX")
-	cat >"$overlay/kustomization.yaml" <<-EOF
-		apiVersion: kustomize.config.k8s.io/v1beta1
-		kind: Kustomization
-		resources:
-		- ../../deploy
-		images:
-		- name: $image_name
-		  digest: $digest
-	EOF
-	"$kubectl" kustomize "$overlay" >"$out/zerowake.yaml"
-	rm -rf "$overlay"
+	pin_manifests deploy "$image_name" "$digest" "$out/zerowake.yaml"
+	pin_manifests deploy/gate "$gate_image_name" "$gate_digest" "$out/zerowake-gate.yaml"
+	pin_manifests deploy/gate-all-namespaces "$gate_image_name" "$gate_digest" "$out/zerowake-gate-all-namespaces.yaml"
 
 	say "kubectl-zerowake archives"
 	local platforms="" os arch

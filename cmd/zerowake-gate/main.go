@@ -32,6 +32,7 @@ import (
 	"github.com/zerowake/zerowake/internal/apicount"
 	"github.com/zerowake/zerowake/internal/logging"
 	"github.com/zerowake/zerowake/internal/ops"
+	"github.com/zerowake/zerowake/internal/version"
 	"github.com/zerowake/zerowake/wake"
 )
 
@@ -52,6 +53,7 @@ type options struct {
 	logLevel      string
 	logFormat     string
 	pprof         bool
+	printVersion  bool
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -82,11 +84,16 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "Minimum log level: debug, info, warn or error.")
 	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or console.")
 	fs.BoolVar(&o.pprof, "enable-pprof", false, "Also serve Go profiles under /debug/pprof/ on --ops-address.")
+	fs.BoolVar(&o.printVersion, "version", false, "Print the version and exit.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if o.printVersion {
+		// Answered before the checks, so that --version alone works.
+		return o, nil
 	}
 	for _, list := range []string{namespaces, namespace} {
 		for ns := range strings.SplitSeq(list, ",") {
@@ -125,11 +132,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "zerowake-gate:", err)
 		os.Exit(2)
 	}
+	if opts.printVersion {
+		fmt.Println("zerowake-gate", version.Get())
+		os.Exit(0)
+	}
 	logger, flush, err := logging.New(opts.logLevel, opts.logFormat)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "zerowake-gate:", err)
 		os.Exit(2)
 	}
+	logger.Info("Starting zerowake-gate", "version", version.Get())
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	go func() {
 		<-ctx.Done()

@@ -40,3 +40,14 @@ func TestParseFlagsNamespaces(t *testing.T) {
 		}
 	}
 }
+
+// --version needs no namespaces: it only prints.
+func TestParseFlagsVersion(t *testing.T) {
+	o, err := parseFlags([]string{"--version"})
+	if err != nil || !o.printVersion {
+		t.Errorf("--version: %+v, %v", o, err)
+	}
+	if o, err := parseFlags([]string{"--namespaces=shop"}); err != nil || o.printVersion {
+		t.Errorf("without --version: %+v, %v", o, err)
+	}
+}

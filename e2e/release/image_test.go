@@ -165,15 +165,23 @@ func layerFiles(t *testing.T, layout string, img platformImage) map[string]layer
 	return files
 }
 
-// TestImageFromOutside checks the image as a registry or a kubelet sees it: an index for
-// linux/amd64 and linux/arm64, a numeric non-root user, the controller as entrypoint, nothing
-// else to execute (no shell), static binaries built for their platform and stamped with the
-// version, and SBOMs that list exactly the Go modules linked into each binary.
+// TestImageFromOutside checks each image as a registry or a kubelet sees it: an index for
+// linux/amd64 and linux/arm64, a numeric non-root user, the image's command as entrypoint,
+// nothing else to execute (no shell), static binaries built for their platform and stamped with
+// the version, and SBOMs that list exactly the Go modules linked into each binary.
 func TestImageFromOutside(t *testing.T) {
-	layout := filepath.Join(bundle, "image", "oci")
+	for _, img := range releasedImages {
+		t.Run(img.command, func(t *testing.T) {
+			checkImageFromOutside(t, img)
+		})
+	}
+}
+
+func checkImageFromOutside(t *testing.T, released *releasedImage) {
+	layout := filepath.Join(released.dir(), "oci")
 	indexDigest, images := readLayout(t, layout)
-	if indexDigest != digest {
-		t.Errorf("layout index %s, but image/digest says %s", indexDigest, digest)
+	if indexDigest != released.digest {
+		t.Errorf("layout index %s, but %s/digest says %s", indexDigest, released.command, released.digest)
 	}
 	var platforms []string
 	for _, img := range images {
@@ -183,6 +191,7 @@ func TestImageFromOutside(t *testing.T) {
 	if !slices.Equal(platforms, []string{"linux/amd64", "linux/arm64"}) {
 		t.Fatalf("platforms %v, want linux/amd64 and linux/arm64", platforms)
 	}
+	command := released.command
 	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
 	for _, img := range images {
 		arch := img.platform.Architecture
@@ -194,8 +203,8 @@ func TestImageFromOutside(t *testing.T) {
 			if cfg.Config.User != "65532:65532" {
 				t.Errorf("user %q, want the numeric non-root 65532:65532 (runAsNonRoot checks it without /etc/passwd)", cfg.Config.User)
 			}
-			if !slices.Equal(cfg.Config.Entrypoint, []string{"/zerowake-controller"}) || len(cfg.Config.Cmd) != 0 {
-				t.Errorf("entrypoint %q cmd %q, want [/zerowake-controller] and no cmd", cfg.Config.Entrypoint, cfg.Config.Cmd)
+			if !slices.Equal(cfg.Config.Entrypoint, []string{"/" + command}) || len(cfg.Config.Cmd) != 0 {
+				t.Errorf("entrypoint %q cmd %q, want [/%s] and no cmd", cfg.Config.Entrypoint, cfg.Config.Cmd, command)
 			}
 			if len(img.layers) != len(cfg.RootFS.DiffIDs) {
 				t.Errorf("%d layers but %d diff_ids", len(img.layers), len(cfg.RootFS.DiffIDs))
@@ -204,8 +213,8 @@ func TestImageFromOutside(t *testing.T) {
 			var names []string
 			for name, e := range files {
 				names = append(names, name)
-				// No shell, and nothing executable but the controller.
-				if e.header.Typeflag == tar.TypeReg && e.header.Mode&0o111 != 0 && name != "zerowake-controller" {
+				// No shell, and nothing executable but the command.
+				if e.header.Typeflag == tar.TypeReg && e.header.Mode&0o111 != 0 && name != command {
 					t.Errorf("executable %s in the image", name)
 				}
 				if e.header.Typeflag == tar.TypeSymlink || e.header.Typeflag == tar.TypeLink {
@@ -221,9 +230,9 @@ func TestImageFromOutside(t *testing.T) {
 			if !strings.Contains(string(files["etc/passwd"].data), ":65532:65532:") {
 				t.Errorf("/etc/passwd has no entry for 65532: %q", files["etc/passwd"].data)
 			}
-			bin, ok := files["zerowake-controller"]
+			bin, ok := files[command]
 			if !ok || bin.header.Mode&0o111 == 0 {
-				t.Fatalf("no executable /zerowake-controller; files %v", names)
+				t.Fatalf("no executable /%s; files %v", command, names)
 			}
 			f, err := elf.NewFile(bytes.NewReader(bin.data))
 			if err != nil {
@@ -237,13 +246,16 @@ func TestImageFromOutside(t *testing.T) {
 					t.Errorf("binary is dynamically linked; the image has no libc")
 				}
 			}
-			binaryPath := filepath.Join(t.TempDir(), "zerowake-controller")
+			binaryPath := filepath.Join(t.TempDir(), command)
 			if err := os.WriteFile(binaryPath, bin.data, 0o755); err != nil {
 				t.Fatal(err)
 			}
 			info, err := buildinfo.ReadFile(binaryPath)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if want := info.Main.Path + "/cmd/" + command; info.Path != want {
+				t.Errorf("binary built from %s, want %s", info.Path, want)
 			}
 			settings := map[string]string{}
 			for _, s := range info.Settings {
@@ -253,8 +265,8 @@ func TestImageFromOutside(t *testing.T) {
 				t.Errorf("build settings %v: want CGO_ENABLED=0, -trimpath, GOARCH=%s", settings, arch)
 			}
 			// -trimpath leaves -ldflags out of the build information, so the version stamp is
-			// checked by running the amd64 binary (TestImageRunsController).
-			checkSBOM(t, filepath.Join(bundle, "image", "sbom-linux-"+arch+".spdx.json"), info)
+			// checked by running the amd64 binary (TestImageRunsController, TestImageRunsGate).
+			checkSBOM(t, filepath.Join(released.dir(), "sbom-linux-"+arch+".spdx.json"), info)
 		})
 	}
 }
@@ -327,8 +339,8 @@ func moduleVersion(info *buildinfo.BuildInfo, path string) string {
 	return "(missing)"
 }
 
-// TestImageReproducible builds the image a second time, into another directory, and expects
-// the same digest.
+// TestImageReproducible builds the images a second time, into another directory, and expects
+// the same digests and SBOMs.
 func TestImageReproducible(t *testing.T) {
 	ctx := testContext(t)
 	out := filepath.Join(t.TempDir(), "image")
@@ -337,14 +349,26 @@ func TestImageReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again := strings.TrimSpace(stdout); again != digest {
-		t.Fatalf("second build of the same tree: %s, first: %s", again, digest)
+	// One "NAME DIGEST" line per image.
+	again := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		name, d, _ := strings.Cut(line, " ")
+		again[name] = d
 	}
-	for _, sbom := range []string{"sbom-linux-amd64.spdx.json", "sbom-linux-arm64.spdx.json"} {
-		a, _ := os.ReadFile(filepath.Join(bundle, "image", sbom))
-		b, _ := os.ReadFile(filepath.Join(out, sbom))
-		if !bytes.Equal(a, b) {
-			t.Errorf("%s differs between two builds", sbom)
+	if len(again) != len(releasedImages) {
+		t.Errorf("the second build printed %q, want a line for each of %d images", stdout, len(releasedImages))
+	}
+	for _, img := range releasedImages {
+		t.Logf("%s: %s (bundle), %s (second build)", img.command, img.digest, again[img.command])
+		if again[img.command] != img.digest {
+			t.Errorf("%s: second build of the same tree: %s, first: %s", img.command, again[img.command], img.digest)
+		}
+		for _, sbom := range []string{"sbom-linux-amd64.spdx.json", "sbom-linux-arm64.spdx.json"} {
+			a, _ := os.ReadFile(filepath.Join(img.dir(), sbom))
+			b, _ := os.ReadFile(filepath.Join(out, img.command, sbom))
+			if len(a) == 0 || !bytes.Equal(a, b) {
+				t.Errorf("%s/%s differs between two builds", img.command, sbom)
+			}
 		}
 	}
 }

@@ -167,7 +167,9 @@ func TestChecksums(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"zerowake-crds.yaml", "zerowake.yaml", "krew/zerowake.yaml", "image/digest", "image/sbom-linux-amd64.spdx.json"} {
+	for _, want := range []string{"zerowake-crds.yaml", "zerowake.yaml", "zerowake-gate.yaml", "zerowake-gate-all-namespaces.yaml",
+		"krew/zerowake.yaml", "image/zerowake-controller/digest", "image/zerowake-controller/sbom-linux-amd64.spdx.json",
+		"image/zerowake-gate/digest", "image/zerowake-gate/sbom-linux-arm64.spdx.json"} {
 		if !listed[want] {
 			t.Errorf("checksums.txt lacks %s", want)
 		}

@@ -1,8 +1,9 @@
 // Package release tests what a release ships, the way a user would meet it: TestMain builds a
-// release bundle with hack/release.sh (the image, rendered manifests, plugin archives, krew
-// manifest, checksums) and installs its manifests on a local control plane; the tests check the
-// image from the outside and run its entrypoint against the control plane, install the Helm
-// chart, and check the monitoring queries against the running controller's /metrics.
+// release bundle with hack/release.sh (the controller and gate images, rendered manifests,
+// plugin archives, krew manifest, checksums) and installs its manifests on a local control
+// plane; the tests check the images from the outside and run their entrypoints against the
+// control plane as the release's ServiceAccounts, install the Helm chart with and without the
+// gate, and check the monitoring queries against the running controller's /metrics.
 package release
 
 import (
@@ -22,7 +23,30 @@ import (
 	"github.com/zerowake/zerowake/hack/localcluster"
 )
 
-const imageName = "ghcr.io/zerowake/zerowake-controller"
+// releasedImage is one image of the bundle.
+type releasedImage struct {
+	// command is the image's only binary, /command, and the name of its directory in the bundle.
+	command string
+	// repository is the name the manifests give the image.
+	repository string
+	// digest is the image index digest the bundle has for it.
+	digest string
+}
+
+// ref is the image by digest, as the bundle's manifests name it.
+func (i *releasedImage) ref() string { return i.repository + "@" + i.digest }
+
+// dir holds the image's OCI layout (oci/), its digest and its SBOMs.
+func (i *releasedImage) dir() string { return filepath.Join(bundle, "image", i.command) }
+
+var (
+	controllerImage = &releasedImage{command: "zerowake-controller", repository: "ghcr.io/zerowake/zerowake-controller"}
+	gateImage       = &releasedImage{command: "zerowake-gate", repository: "ghcr.io/zerowake/zerowake-gate"}
+	releasedImages  = []*releasedImage{controllerImage, gateImage}
+)
+
+// gateTokenSecret is the Secret the release's gate Deployment mounts (deploy/gate/deployment.yaml).
+const gateTokenSecret = "zerowake-gate-token"
 
 var (
 	cluster *localcluster.Cluster
@@ -35,8 +59,6 @@ var (
 	epoch string
 	// bundle is the release directory hack/release.sh wrote.
 	bundle string
-	// digest is the image index digest in the bundle.
-	digest string
 	helm   string
 )
 
@@ -75,11 +97,14 @@ func setup(c *localcluster.Cluster) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "release: bundle %s built in %s\n", version, time.Since(start).Round(time.Second))
-	data, err := os.ReadFile(filepath.Join(bundle, "image", "digest"))
-	if err != nil {
-		return err
+	for _, img := range releasedImages {
+		data, err := os.ReadFile(filepath.Join(img.dir(), "digest"))
+		if err != nil {
+			return err
+		}
+		img.digest = strings.TrimSpace(string(data))
+		fmt.Fprintf(os.Stderr, "release: %s %s\n", img.command, img.digest)
 	}
-	digest = strings.TrimSpace(string(data))
 
 	if _, err := run(ctx, root, nil, "hack/tools.sh", "helm"); err != nil {
 		return err
@@ -89,15 +114,26 @@ func setup(c *localcluster.Cluster) error {
 	}
 	helm = strings.TrimSpace(out)
 
-	// The release's own install, as its notes tell a user: the CRDs, then the controller.
+	// The release's own install, as docs/install.md tells a user: the CRDs, the controller,
+	// then the gate's token Secret and the gate (serving the namespace "default").
 	for _, file := range []string{"zerowake-crds.yaml", "zerowake.yaml"} {
 		if _, err := c.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(bundle, file)); err != nil {
 			return err
 		}
 	}
+	if _, err := c.Kubectl(ctx, "-n", "zerowake-system", "create", "secret", "generic", gateTokenSecret,
+		"--from-literal=token="+gateToken); err != nil {
+		return err
+	}
+	if _, err := c.Kubectl(ctx, "apply", "--server-side", "-f", filepath.Join(bundle, "zerowake-gate.yaml")); err != nil {
+		return err
+	}
 	_, err = c.Kubectl(ctx, "wait", "--for=condition=Established", "crd/scalerequests.zerowake.dev", "--timeout=60s")
 	return err
 }
+
+// gateToken is the token in the gate's Secret, which calls to the gate must carry.
+const gateToken = "release-test-token"
 
 // run runs a command in dir with extra environment and returns its standard output; on
 // failure the error carries both outputs.

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -21,17 +20,18 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// platformBuild is one platform's controller binary.
+// platformBuild is one platform's binary of an image's command.
 type platformBuild struct {
 	platform platform
 	binary   string
 }
 
-// assemble builds one image per platform and the index that lists them.
-func assemble(opts *options, builds []platformBuild) (v1.ImageIndex, error) {
+// assemble builds the image name (running the binary of the same name) for each platform and
+// the index that lists them.
+func assemble(opts *options, name string, builds []platformBuild) (v1.ImageIndex, error) {
 	created := v1.Time{Time: opts.epoch}
 	annotations := map[string]string{
-		"org.opencontainers.image.title":   binaryName,
+		"org.opencontainers.image.title":   name,
 		"org.opencontainers.image.version": opts.version,
 		"org.opencontainers.image.created": opts.epoch.Format("2006-01-02T15:04:05Z"),
 		"org.opencontainers.image.source":  opts.source,
@@ -39,7 +39,7 @@ func assemble(opts *options, builds []platformBuild) (v1.ImageIndex, error) {
 	index := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	var addenda []mutate.IndexAddendum
 	for _, b := range builds {
-		img, err := platformImage(opts, b, created, annotations)
+		img, err := platformImage(opts, name, b, created, annotations)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", b.platform, err)
 		}
@@ -54,12 +54,12 @@ func assemble(opts *options, builds []platformBuild) (v1.ImageIndex, error) {
 	return mutate.Annotations(index, annotations).(v1.ImageIndex), nil
 }
 
-func platformImage(opts *options, b platformBuild, created v1.Time, annotations map[string]string) (v1.Image, error) {
+func platformImage(opts *options, name string, b platformBuild, created v1.Time, annotations map[string]string) (v1.Image, error) {
 	binary, err := os.ReadFile(b.binary)
 	if err != nil {
 		return nil, err
 	}
-	rootfs, err := rootfsTar(binary, opts)
+	rootfs, err := rootfsTar(name, binary, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -73,7 +73,7 @@ func platformImage(opts *options, b platformBuild, created v1.Time, annotations 
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer:   layer,
-		History: v1.History{Created: created, CreatedBy: "hack/tools/image: " + binaryName + " " + opts.version, Comment: "static binary and passwd entry"},
+		History: v1.History{Created: created, CreatedBy: "hack/tools/image: " + name + " " + opts.version, Comment: "static binary and passwd entry"},
 	})
 	if err != nil {
 		return nil, err
@@ -89,7 +89,7 @@ func platformImage(opts *options, b platformBuild, created v1.Time, annotations 
 	cfg.Config = v1.Config{
 		// Numeric, so that runAsNonRoot can verify it without reading /etc/passwd.
 		User:       fmt.Sprintf("%d:%d", userID, userID),
-		Entrypoint: []string{"/" + binaryName},
+		Entrypoint: []string{"/" + name},
 		WorkingDir: "/",
 		Labels:     annotations,
 	}
@@ -101,8 +101,8 @@ func platformImage(opts *options, b platformBuild, created v1.Time, annotations 
 }
 
 // rootfsTar is the image's only layer: /etc/passwd and /etc/group naming the non-root user,
-// and the controller binary. Entries are in a fixed order with fixed owners, modes and times.
-func rootfsTar(binary []byte, opts *options) ([]byte, error) {
+// and the binary as /NAME. Entries are in a fixed order with fixed owners, modes and times.
+func rootfsTar(name string, binary []byte, opts *options) ([]byte, error) {
 	passwd := fmt.Sprintf("root:x:0:0:root:/:/sbin/nologin\n%s:x:%d:%d:%s:/:/sbin/nologin\n", userName, userID, userID, userName)
 	group := fmt.Sprintf("root:x:0:\n%s:x:%d:\n", userName, userID)
 	entries := []struct {
@@ -114,7 +114,7 @@ func rootfsTar(binary []byte, opts *options) ([]byte, error) {
 		{name: "etc/", mode: 0o755, dir: true},
 		{name: "etc/group", mode: 0o644, data: []byte(group)},
 		{name: "etc/passwd", mode: 0o644, data: []byte(passwd)},
-		{name: binaryName, mode: 0o755, data: binary},
+		{name: name, mode: 0o755, data: binary},
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -136,14 +136,14 @@ func rootfsTar(binary []byte, opts *options) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// writeLayout writes the index as an OCI layout in out/oci, tagged with the version, and
+// writeLayout writes the index as an OCI layout in dir/oci, tagged with the version, and
 // returns the index digest.
-func writeLayout(opts *options, index v1.ImageIndex) (string, error) {
+func writeLayout(opts *options, dir string, index v1.ImageIndex) (string, error) {
 	digest, err := index.Digest()
 	if err != nil {
 		return "", err
 	}
-	path, err := layout.Write(filepath.Join(opts.out, "oci"), empty.Index)
+	path, err := layout.Write(filepath.Join(dir, "oci"), empty.Index)
 	if err != nil {
 		return "", err
 	}
@@ -155,14 +155,11 @@ func writeLayout(opts *options, index v1.ImageIndex) (string, error) {
 	return digest.String(), nil
 }
 
-// push writes the index and its images to a registry, with the credentials docker and
-// crane would use (~/.docker/config.json), and returns the pushed reference by digest.
-func push(ctx context.Context, opts *options, index v1.ImageIndex) (string, error) {
-	repo := opts.push
-	if !strings.Contains(repo[strings.LastIndex(repo, "/")+1:], ":") {
-		repo += ":" + opts.version
-	}
-	ref, err := name.ParseReference(repo)
+// push writes the index and its images to a registry as the tagged reference repoTag, with
+// the credentials docker and crane would use (~/.docker/config.json), and returns the pushed
+// reference by digest.
+func push(ctx context.Context, repoTag string, index v1.ImageIndex) (string, error) {
+	ref, err := name.ParseReference(repoTag)
 	if err != nil {
 		return "", err
 	}

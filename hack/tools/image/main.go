@@ -1,19 +1,20 @@
-// Command image builds the zerowake-controller container image without a container engine: a
-// from-scratch image per platform holding the static controller binary, a passwd entry for
-// its non-root user and nothing else (no shell, no package manager). It writes an OCI image
-// index as an OCI layout, prints its digest, writes an SPDX SBOM per platform from the Go
-// build information of the binary, and can push the index to a registry.
+// Command image builds the project's container images without a container engine, one per
+// command: zerowake-controller and zerowake-gate. Each is a from-scratch image per platform
+// holding one static binary, a passwd entry for its non-root user and nothing else (no shell,
+// no package manager). For each image it writes an OCI image index as an OCI layout in
+// OUT/NAME/, its digest, and an SPDX SBOM per platform from the Go build information of the
+// binary; it prints "NAME DIGEST" per image and can push the indexes to a registry.
 //
 // Builds are reproducible: file times, image times and history come from SOURCE_DATE_EPOCH
 // (the commit time), tar entries are written in a fixed order with fixed owners, and the Go
 // build is path-independent (-trimpath) and pinned to the baseline instruction sets, so two
 // builds of one commit with one Go toolchain give the same digest.
 //
-// No CA bundle goes into the image: the controller's only TLS peer is the Kubernetes API
+// No CA bundle goes into the images: both commands' only TLS peer is the Kubernetes API
 // server, verified against the ServiceAccount's ca.crt (or a kubeconfig's CA), never against
 // system roots, and a bundle taken from the build machine would tie the digest to that machine.
 //
-//	go run . -root ../../.. -version v0.1.0 -out ../../../_output/image [-push ghcr.io/zerowake/zerowake-controller]
+//	go run . -root ../../.. -version v0.1.0 -out ../../../_output/image [-push ghcr.io/zerowake]
 package main
 
 import (
@@ -28,12 +29,14 @@ import (
 	"time"
 )
 
-// Fixed facts of the image that the tests and manifests rely on.
+// Fixed facts of the images that the tests and manifests rely on.
 const (
-	binaryName = "zerowake-controller"
-	userID     = 65532
-	userName   = "nonroot"
+	userID   = 65532
+	userName = "nonroot"
 )
+
+// imageNames are the images built, each named after the command (./cmd/NAME) it runs.
+var imageNames = []string{"zerowake-controller", "zerowake-gate"}
 
 type options struct {
 	root      string
@@ -73,49 +76,64 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer os.RemoveAll(work)
 
-	var builds []platformBuild
+	binaries := map[string][]platformBuild{}
 	for _, p := range opts.platforms {
-		binary := filepath.Join(work, p.os+"-"+p.arch, binaryName)
-		if err := buildBinary(ctx, opts, p, binary); err != nil {
+		dir := filepath.Join(work, p.os+"-"+p.arch)
+		if err := buildBinaries(ctx, opts, p, dir); err != nil {
 			return err
 		}
-		builds = append(builds, platformBuild{platform: p, binary: binary})
-	}
-	index, err := assemble(opts, builds)
-	if err != nil {
-		return err
-	}
-	digest, err := writeLayout(opts, index)
-	if err != nil {
-		return err
-	}
-	for _, b := range builds {
-		if err := writeSBOM(opts, b); err != nil {
-			return err
+		for _, name := range imageNames {
+			binaries[name] = append(binaries[name], platformBuild{platform: p, binary: filepath.Join(dir, name)})
 		}
 	}
-	if err := os.WriteFile(filepath.Join(opts.out, "digest"), []byte(digest+"\n"), 0o644); err != nil {
-		return err
-	}
-	fmt.Println(digest)
-	if opts.push != "" {
-		pushed, err := push(ctx, opts, index)
+	for _, name := range imageNames {
+		digest, err := buildImage(ctx, opts, name, binaries[name])
 		if err != nil {
-			return err
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		fmt.Fprintln(os.Stderr, "pushed", pushed)
+		fmt.Println(name, digest)
 	}
 	return nil
 }
 
+// buildImage assembles one image from its binaries, writes its layout, digest and SBOMs to
+// OUT/NAME, pushes it when asked, and returns its index digest.
+func buildImage(ctx context.Context, opts *options, name string, builds []platformBuild) (string, error) {
+	out := filepath.Join(opts.out, name)
+	index, err := assemble(opts, name, builds)
+	if err != nil {
+		return "", err
+	}
+	digest, err := writeLayout(opts, out, index)
+	if err != nil {
+		return "", err
+	}
+	for _, b := range builds {
+		if err := writeSBOM(opts, name, out, b); err != nil {
+			return "", err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(out, "digest"), []byte(digest+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	if opts.push != "" {
+		pushed, err := push(ctx, opts.push+"/"+name+":"+opts.version, index)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintln(os.Stderr, "pushed", pushed)
+	}
+	return digest, nil
+}
+
 func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("image", flag.ContinueOnError)
-	root := fs.String("root", "", "Root of the zerowake repository (the module whose ./cmd/zerowake-controller is built).")
+	root := fs.String("root", "", "Root of the zerowake repository (the module whose ./cmd/... are built).")
 	version := fs.String("version", "", "Version stamped into the binary and the image annotations (git describe).")
-	out := fs.String("out", "", "Output directory; replaced. Receives oci/ (an OCI layout), digest and the SBOMs.")
+	out := fs.String("out", "", "Output directory; replaced. Receives a directory per image (zerowake-controller/, zerowake-gate/) with oci/ (an OCI layout), digest and the SBOMs.")
 	platforms := fs.String("platforms", "linux/amd64,linux/arm64", "Comma-separated os/arch list.")
 	epoch := fs.String("source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "Seconds since the epoch for every time in the image (default $SOURCE_DATE_EPOCH, else the last commit's time).")
-	pushTo := fs.String("push", "", "Registry repository (optionally :tag) to push the index to; the tag defaults to the version.")
+	pushTo := fs.String("push", "", "Registry and path prefix (e.g. ghcr.io/zerowake) to push the images to, as PREFIX/NAME:VERSION.")
 	source := fs.String("source", "https://github.com/zerowake/zerowake", "Source repository URL for the image annotations.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -123,7 +141,13 @@ func parseFlags(args []string) (*options, error) {
 	if *root == "" || *version == "" || *out == "" {
 		return nil, fmt.Errorf("-root, -version and -out are required")
 	}
-	o := &options{version: *version, push: *pushTo, source: *source}
+	o := &options{version: *version, push: strings.TrimSuffix(*pushTo, "/"), source: *source}
+	for _, name := range imageNames {
+		// A repository named after one image would give PREFIX/zerowake-controller/zerowake-gate.
+		if strings.HasSuffix(o.push, "/"+name) {
+			return nil, fmt.Errorf("-push %s: give the registry prefix the images go under (e.g. ghcr.io/zerowake), without an image name", o.push)
+		}
+	}
 	var err error
 	if o.root, err = filepath.Abs(*root); err != nil {
 		return nil, err
@@ -162,19 +186,22 @@ func parseFlags(args []string) (*options, error) {
 	return o, nil
 }
 
-// buildBinary cross-compiles the controller for p: static (no cgo), path-independent, with the
-// version stamped, and with the microarchitecture levels fixed so the builder's environment
-// cannot change the bytes.
-func buildBinary(ctx context.Context, opts *options, p platform, binary string) error {
+// buildBinaries cross-compiles every image's command for p into dir: static (no cgo),
+// path-independent, with the version stamped, and with the microarchitecture levels fixed so
+// the builder's environment cannot change the bytes.
+func buildBinaries(ctx context.Context, opts *options, p platform, dir string) error {
 	ldflags := "-s -w -buildid= -X github.com/zerowake/zerowake/internal/version.version=" + opts.version
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags,
-		"-o", binary, "./cmd/zerowake-controller")
+	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", dir + string(filepath.Separator)}
+	for _, name := range imageNames {
+		args = append(args, "./cmd/"+name)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = opts.root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.os, "GOARCH="+p.arch,
 		"GOAMD64=v1", "GOARM64=v8.0", "GOFLAGS=-mod=readonly")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("building %s for %s: %w", binaryName, p, err)
+		return fmt.Errorf("building %s for %s: %w", strings.Join(imageNames, ", "), p, err)
 	}
 	return nil
 }

@@ -64,10 +64,11 @@ func spdxID(kind, name string) string {
 	return "SPDXRef-" + kind + "-" + spdxIDUnsafe.ReplaceAllString(name, "-")
 }
 
-// writeSBOM writes sbom-OS-ARCH.spdx.json for one platform's binary, listing the Go modules
-// linked into it as the Go toolchain recorded them (what `go version -m` prints): the binary,
-// the toolchain, and every dependency module with its version and module checksum.
-func writeSBOM(opts *options, b platformBuild) error {
+// writeSBOM writes dir/sbom-OS-ARCH.spdx.json for one platform's binary of the command name,
+// listing the Go modules linked into it as the Go toolchain recorded them (what `go version -m`
+// prints): the binary, the toolchain, and every dependency module with its version and module
+// checksum.
+func writeSBOM(opts *options, name, dir string, b platformBuild) error {
 	info, err := buildinfo.ReadFile(b.binary)
 	if err != nil {
 		return fmt.Errorf("reading the build information of %s: %w", b.binary, err)
@@ -80,15 +81,15 @@ func writeSBOM(opts *options, b platformBuild) error {
 	binarySHA := hex.EncodeToString(sum[:])
 
 	root := spdxPackage{
-		Name: info.Main.Path + "/cmd/" + binaryName, SPDXID: spdxID("Package", binaryName),
+		Name: info.Main.Path + "/cmd/" + name, SPDXID: spdxID("Package", name),
 		VersionInfo: opts.version, DownloadLocation: opts.source, PrimaryPurpose: "APPLICATION",
 		Checksums:    []spdxChecksum{{Algorithm: "SHA256", Value: binarySHA}},
 		ExternalRefs: []spdxExternalRef{purl(info.Main.Path, opts.version)},
 	}
 	doc := spdxDocument{
 		SPDXVersion: "SPDX-2.3", DataLicense: "CC0-1.0", SPDXID: "SPDXRef-DOCUMENT",
-		Name:              fmt.Sprintf("%s-%s-%s-%s", binaryName, opts.version, b.platform.os, b.platform.arch),
-		DocumentNamespace: fmt.Sprintf("%s/spdx/%s/%s/%s-%s/%s", opts.source, binaryName, opts.version, b.platform.os, b.platform.arch, binarySHA),
+		Name:              fmt.Sprintf("%s-%s-%s-%s", name, opts.version, b.platform.os, b.platform.arch),
+		DocumentNamespace: fmt.Sprintf("%s/spdx/%s/%s/%s-%s/%s", opts.source, name, opts.version, b.platform.os, b.platform.arch, binarySHA),
 		CreationInfo: spdxCreationInfo{
 			Created:  opts.epoch.Format("2006-01-02T15:04:05Z"),
 			Creators: []string{"Tool: zerowake-hack-tools-image", "Organization: zerowake"},
@@ -116,7 +117,7 @@ func writeSBOM(opts *options, b platformBuild) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(opts.out, fmt.Sprintf("sbom-%s-%s.spdx.json", b.platform.os, b.platform.arch))
+	path := filepath.Join(dir, fmt.Sprintf("sbom-%s-%s.spdx.json", b.platform.os, b.platform.arch))
 	return os.WriteFile(path, append(out, '\n'), 0o644)
 }
 

@@ -4,12 +4,20 @@ names deploy/ uses, zerowake-controller. */}}
 {{- printf "%s-controller" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{- define "zerowake.image" -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{/* An image reference from values with repository, tag and digest: the digest wins, the tag
+defaults to the chart's appVersion. Called with (list $ .Values.image). */}}
+{{- define "zerowake.imageRef" -}}
+{{- $root := index . 0 -}}
+{{- $image := index . 1 -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- printf "%s:%s" $image.repository (default $root.Chart.AppVersion $image.tag) -}}
 {{- end -}}
+{{- end -}}
+
+{{- define "zerowake.image" -}}
+{{- include "zerowake.imageRef" (list . .Values.image) -}}
 {{- end -}}
 
 {{/* Exactly what the controller uses; the same rules as deploy/clusterrole.yaml. */}}
@@ -30,6 +38,47 @@ names deploy/ uses, zerowake-controller. */}}
   resources: [events]
   verbs: [create, patch]
 {{- with .Values.rbac.extraRules }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+
+{{/* The gate's name, for its objects and its ClusterRole: release "zerowake" gives
+deploy/gate's names, zerowake-gate. */}}
+{{- define "zerowake.gate.fullname" -}}
+{{- printf "%s-gate" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The namespaces the gate serves, comma-separated: gate.namespaces, else the controller's;
+empty when it serves all. Fails when neither names any and all namespaces were not asked for. */}}
+{{- define "zerowake.gate.namespaces" -}}
+{{- if not .Values.gate.allNamespaces -}}
+{{- $namespaces := .Values.gate.namespaces | default .Values.namespaces -}}
+{{- if not $namespaces -}}
+{{- fail "gate.namespaces: name the namespaces whose workloads the gate may wake, or set gate.allNamespaces=true" -}}
+{{- end -}}
+{{- join "," $namespaces -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Exactly what the gate uses; the same rules as deploy/gate/rbac.yaml. */}}
+{{- define "zerowake.gate.rules" -}}
+# ScaleRequests: the signal (create, patch) and the gate's informer (get, list, watch).
+- apiGroups: [zerowake.dev]
+  resources: [scalerequests]
+  verbs: [create, patch, get, list, watch]
+# The kinds routes name, for the owner's opt-in and cap, from label-selected informers.
+- apiGroups: [apps]
+  resources: [deployments, statefulsets]
+  verbs: [list, watch]
+- apiGroups: [argoproj.io]
+  resources: [rollouts]
+  verbs: [list, watch]
+# A target's Service is ready for the proxy once its EndpointSlices list a ready endpoint.
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+{{- with .Values.gate.rbac.extraRules }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
