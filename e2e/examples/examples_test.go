@@ -121,6 +121,8 @@ func str(t *testing.T, obj map[string]any, fields ...string) string {
 		return v
 	case int64:
 		return strconv.FormatInt(v, 10)
+	case float64: // the YAML decoder goes through JSON
+		return strconv.FormatFloat(v, 'f', -1, 64)
 	}
 	t.Fatalf("%s is %T", strings.Join(fields, "."), v)
 	return ""
