@@ -37,8 +37,8 @@ release: ## Write a release bundle for VERSION=vX.Y.Z into $(OUTPUT)/release/VER
 	VERSION="$(VERSION)" RELEASE_DIR="$(CURDIR)/$(OUTPUT)/release/$(VERSION)" IMAGE_PUSH="$(IMAGE_PUSH)" hack/release.sh bundle
 
 .PHONY: tools
-tools: ## Build (or reuse) etcd, kwok, the Kubernetes binaries and helm.
-	hack/tools.sh all helm
+tools: ## Build (or reuse) etcd, kwok, the Kubernetes binaries and helm; fetch the examples' CRDs.
+	hack/tools.sh all helm crds
 
 .PHONY: test
 test: tools ## Run unit and integration tests (each integration package starts its own local control plane).

@@ -46,6 +46,11 @@ var genericMessages = [...]string{
 //     the client's path and query to its path_prefix and forwards only the client headers it is
 //     told to: the parameters come only from the X-Zerowake-Target, X-Zerowake-Timeout and
 //     X-Zerowake-Page headers the Envoy configuration adds.
+//   - any method on /route/<parameters>/-[<client path>] for proxies configured with a path
+//     prefix only (Envoy Gateway's extAuth, the Gateway API ExternalAuth filter, Istio's
+//     pathPrefix): the parameters come only from the part before "/-" (see [PathRoute]), the
+//     token from there or from X-Zerowake-Token; the client's path and query after it are
+//     never read.
 //
 // 200 lets the request through; 403 refuses it (the owner has not allowed the wake); 503 with
 // Retry-After asks to retry (not ready within the timeout, failed, too many held, or the
@@ -55,20 +60,13 @@ func (g *Gate) Handler() http.Handler {
 }
 
 func (g *Gate) serve(w http.ResponseWriter, r *http.Request) {
-	var mode int
-	switch p := r.URL.Path; {
-	case p == PathAuth || p == PathAuth+"/":
-		mode = fromQuery
-	case p == PathExtAuthz || strings.HasPrefix(p, PathExtAuthz+"/"):
-		mode = fromHeader
-	default:
+	mode, ok := routeSource(r.URL.Path)
+	if !ok {
 		http.NotFound(w, r)
 		return
 	}
-	var query url.Values
-	if mode == fromQuery {
-		query = r.URL.Query()
-	}
+	// A /route/ path without its end has no parameters, token included: that call is refused.
+	query, pathErr := routeValues(mode, r.URL)
 	if !g.authorized(mode, query, r.Header) {
 		// No detail, no write; logged without anything the caller sent.
 		a := Answer{Outcome: OutcomeUnauthorized}
@@ -80,6 +78,9 @@ func (g *Gate) serve(w http.ResponseWriter, r *http.Request) {
 	route, err := parseRoute(mode, query, r.Header, RouteDefaults{
 		Timeout: g.cfg.Timeout, MaxTimeout: g.cfg.MaxTimeout, Page: g.cfg.Page, MaxTargets: g.cfg.MaxTargetsInRoute,
 	})
+	if pathErr != nil {
+		err = pathErr
+	}
 	if err != nil {
 		a := Answer{Outcome: OutcomeBadRoute, Reason: "BadRoute", Message: "bad route configuration: " + err.Error()}
 		g.metrics.observe(a.Outcome, -1)
@@ -111,8 +112,11 @@ func (g *Gate) serve(w http.ResponseWriter, r *http.Request) {
 
 // pathKind names the gate path a call came on, without the client's part of it.
 func pathKind(mode int) string {
-	if mode == fromQuery {
+	switch mode {
+	case fromQuery:
 		return PathAuth
+	case fromPath:
+		return PathRoute
 	}
 	return PathExtAuthz
 }
@@ -166,8 +170,10 @@ func (g *Gate) writeAnswer(w http.ResponseWriter, r *http.Request, a Answer) {
 }
 
 // Where the proxy puts the gate's token: a header it sets on the call (nginx proxy_set_header,
-// Caddy header_up, Envoy headers_to_add), or, for proxies that cannot add a header to their
-// forward-auth call (Traefik), the token parameter of the /auth URL it is configured with.
+// Caddy header_up, Envoy headers_to_add, Istio includeAdditionalHeadersInCheck), or, for
+// proxies that cannot add a header to their forward-auth call (Traefik, Envoy Gateway, the
+// Gateway API ExternalAuth filter), the token parameter of the /auth URL or /route/ path it is
+// configured with.
 const (
 	HeaderToken = "X-Zerowake-Token"
 	paramToken  = "token"
@@ -175,7 +181,8 @@ const (
 
 // authorized checks the proxy's token, when the gate has one, in constant time (of the
 // digests, so that neither content nor length leaks). On /ext_authz only the header counts:
-// Envoy appends the client's query to that path.
+// Envoy appends the client's query to that path; on /route/ the route's part of the path counts,
+// never the client's path or query after it.
 func (g *Gate) authorized(mode int, query url.Values, header http.Header) bool {
 	if g.tokenDigest == nil {
 		return true
@@ -184,7 +191,7 @@ func (g *Gate) authorized(mode int, query url.Values, header http.Header) bool {
 	for _, v := range header.Values(HeaderToken) {
 		ok |= g.tokenMatches(v)
 	}
-	if mode == fromQuery {
+	if mode != fromHeader {
 		for _, v := range query[paramToken] {
 			ok |= g.tokenMatches(v)
 		}

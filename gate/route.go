@@ -37,10 +37,85 @@ type RouteDefaults struct {
 // forward-auth call (nginx, Traefik, Caddy) must name targets in the URL it calls, which the
 // client cannot change; Envoy appends the client's path and query to its call, so it names
 // targets in headers it adds itself (and forwards only the client headers it is told to).
+// Where the configuration can set only a path prefix (Envoy Gateway, the Gateway API's
+// ExternalAuth filter), the route is that prefix (see PathRoute).
 const (
 	fromQuery  = iota // GET /auth?target=…
 	fromHeader        // /ext_authz/<client path>, X-Zerowake-Target: …
+	fromPath          // /route/target=…/-/<client path>
 )
+
+// PathRoute is the gate path for proxies whose only say over their call is a path prefix, to
+// which most append the client's path and query (Envoy's path_prefix, Envoy Gateway's extAuth
+// http.path, Istio's pathPrefix, the Gateway API ExternalAuth filter's http.path):
+//
+//	/route/target=shop/deployment/web&timeout=30s/-[<client path>]
+//
+// Between "/route/" and routeEnd are /auth's query parameters in the query's syntax
+// (percent-encoded where needed). routeEnd cannot occur inside them, as no namespace, kind,
+// name, duration or boolean is "-", so the first "/-/", or a final "/-", is the configured
+// one; what follows is the client's and is never read. A path without it is refused, so a
+// prefix configured without routeEnd fails at once (on every client path without "/-/").
+const (
+	PathRoute = "/route"
+	routeEnd  = "/-"
+)
+
+// routeSource tells where the route of a call on path comes from; false for a path the gate
+// does not serve.
+func routeSource(path string) (mode int, ok bool) {
+	switch {
+	case path == PathAuth || path == PathAuth+"/":
+		return fromQuery, true
+	case path == PathExtAuthz || strings.HasPrefix(path, PathExtAuthz+"/"):
+		return fromHeader, true
+	case strings.HasPrefix(path, PathRoute+"/"):
+		return fromPath, true
+	}
+	return 0, false
+}
+
+// routeValues returns the URL parameters a call's route (and, but for header mode, token) are
+// read from: the query of /auth, the route part of a /route/ path, none for /ext_authz.
+func routeValues(mode int, u *url.URL) (url.Values, error) {
+	switch mode {
+	case fromQuery:
+		return u.Query(), nil
+	case fromPath:
+		return routeInPath(u.EscapedPath())
+	}
+	return nil, nil
+}
+
+// routeInPath returns the parameters between "/route/" and routeEnd in a path as sent.
+func routeInPath(escapedPath string) (url.Values, error) {
+	rest, _ := strings.CutPrefix(escapedPath, PathRoute+"/")
+	params, _, found := strings.Cut(rest, routeEnd+"/")
+	if !found {
+		if params, found = strings.CutSuffix(rest, routeEnd); !found {
+			return nil, fmt.Errorf("the path has no %q after the route (want %s/target=namespace/kind/name%s)", routeEnd, PathRoute, routeEnd)
+		}
+	}
+	v, err := url.ParseQuery(params)
+	if err != nil {
+		return nil, fmt.Errorf("the route in the path: %w", err)
+	}
+	return v, nil
+}
+
+// ReadRoute reads the route of a forward-auth call as the gate's handler does, without
+// checking the token: for tools and tests that check a proxy's configuration against the gate.
+func ReadRoute(r *http.Request, d RouteDefaults) (Route, error) {
+	mode, ok := routeSource(r.URL.Path)
+	if !ok {
+		return Route{}, fmt.Errorf("the gate serves no route on %s (want %s, %s/… or %s/…)", r.URL.Path, PathAuth, PathExtAuthz, PathRoute)
+	}
+	values, err := routeValues(mode, r.URL)
+	if err != nil {
+		return Route{}, err
+	}
+	return parseRoute(mode, values, r.Header, d)
+}
 
 // Route parameters, in the URL (query mode) or as headers (header mode).
 const (
@@ -53,12 +128,12 @@ const (
 	HeaderPage    = "X-Zerowake-Page"
 )
 
-// parseRoute reads a route from the query or from the headers, never a mix of both (see
-// fromQuery and fromHeader).
+// parseRoute reads a route from the URL's parameters (query or path) or from the headers,
+// never a mix of both (see fromQuery, fromPath and fromHeader).
 func parseRoute(mode int, query url.Values, header http.Header, d RouteDefaults) (Route, error) {
 	var targets []string
 	var timeout, page string
-	if mode == fromQuery {
+	if mode != fromHeader {
 		targets = query[paramTarget]
 		timeout, page = query.Get(paramTimeout), query.Get(paramPage)
 	} else {

@@ -2,8 +2,8 @@
 # Builds the binaries that the local control plane and code generation need, from the Go module
 # proxy only, and caches them outside the repository, keyed by version, so later runs reuse them.
 #
-#   hack/tools.sh [all|kubernetes|etcd|kwok|caddy|nginx|codegen|lint|helm]...   build what is missing
-#   hack/tools.sh path NAME                                          print where NAME is (or will be)
+#   hack/tools.sh [all|kubernetes|etcd|kwok|caddy|nginx|codegen|lint|helm|crds]...   build what is missing
+#   hack/tools.sh path NAME                                               print where NAME is (or will be)
 #
 # The cache lives in $ZEROWAKE_CACHE (default: ~/.cache/zerowake). Versions come from the small
 # modules under hack/tools/ and from the project's go.mod, so there is one place to change each.
@@ -25,6 +25,14 @@ helm_version=$(module_version "$root/hack/tools/helm" helm.sh/helm/v3)
 caddy_version=$(module_version "$root/hack/tools/caddy" github.com/caddyserver/caddy/v2)
 controller_gen_version=v0.23.0
 staticcheck_version=v0.8.2
+# The CRDs that deploy/examples/ are checked against (e2e/examples): the Gateway API, Envoy
+# Gateway's policies, Traefik's Kubernetes CRD provider, Istio's security API. Each comes from
+# the module of its project, at the release named here.
+gateway_api_version=v1.6.3
+envoy_gateway_version=v1.9.1
+traefik_version=v3.7.13
+istio_api_version=v1.32.0
+crds_key="gatewayapi-$gateway_api_version-envoygateway-$envoy_gateway_version-traefik-$traefik_version-istioapi-$istio_api_version"
 
 dir_for() {
 	case "$1" in
@@ -36,6 +44,7 @@ dir_for() {
 	nginx) local v; v=$(nginx_version) || return 1; echo "$cache/nginx-$v" ;;
 	controller-gen) echo "$cache/controller-gen-$controller_gen_version" ;;
 	staticcheck) echo "$cache/staticcheck-$staticcheck_version" ;;
+	crds) echo "$cache/crds-$crds_key" ;;
 	*) echo "unknown tool $1" >&2; return 1 ;;
 	esac
 }
@@ -142,6 +151,60 @@ build_lint() {
 	fi
 }
 
+# module_dir MODULE VERSION downloads MODULE at VERSION into the module cache (a temporary module
+# asks for it, so the project's go.mod is untouched) and prints where its files are.
+module_dir() {
+	local tmp; tmp=$(mktemp -d)
+	local out
+	out=$(cd "$tmp" && go mod init crds.local >/dev/null 2>&1 && go mod download -json "$1@$2")
+	rm -rf "$tmp"
+	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$out"
+}
+
+# crd_document FILE NAME prints the document of the multi-document FILE that defines the CRD NAME.
+crd_document() {
+	awk -v want="  name: $2" '
+		/^---/ { if (keep) printf "%s", doc; doc = ""; keep = 0; next }
+		{ doc = doc $0 "\n"; if ($0 == want) keep = 1 }
+		END { if (keep) printf "%s", doc }' "$1"
+}
+
+# The CRDs, only the files the examples need, in crds/<project>/ under the cache directory.
+fetch_crds() {
+	local dir; dir=$(dir_for crds)
+	[ -d "$dir/crds" ] && return 0
+	say "downloading the Gateway API, Envoy Gateway, Traefik and Istio modules for their CRDs into $dir (the first time takes minutes)"
+	local start=$SECONDS
+	mkdir -p "$dir"
+	local tmp="$dir/.crds.$$"
+	rm -rf "$tmp" && mkdir -p "$tmp"/{gateway-api-standard,gateway-api-experimental,envoy-gateway,traefik,istio}
+	local src kind
+	src=$(module_dir sigs.k8s.io/gateway-api "$gateway_api_version")
+	for kind in gatewayclasses gateways httproutes referencegrants; do
+		cp "$src/config/crd/standard/gateway.networking.k8s.io_$kind.yaml" "$tmp/gateway-api-standard/"
+		cp "$src/config/crd/experimental/gateway.networking.k8s.io_$kind.yaml" "$tmp/gateway-api-experimental/"
+	done
+	src=$(module_dir github.com/envoyproxy/gateway "$envoy_gateway_version")
+	for kind in securitypolicies backendtrafficpolicies; do
+		cp "$src/charts/gateway-helm/charts/crds/crds/generated/gateway.envoyproxy.io_$kind.yaml" "$tmp/envoy-gateway/"
+	done
+	src=$(module_dir github.com/traefik/traefik/v3 "$traefik_version")
+	for kind in middlewares ingressroutes; do
+		cp "$src/docs/content/reference/dynamic-configuration/traefik.io_$kind.yaml" "$tmp/traefik/"
+	done
+	src=$(module_dir istio.io/api "$istio_api_version")
+	crd_document "$src/kubernetes/customresourcedefinitions.gen.yaml" authorizationpolicies.security.istio.io \
+		>"$tmp/istio/security.istio.io_authorizationpolicies.yaml"
+	local f
+	for f in "$tmp"/*/*.yaml; do
+		[ -s "$f" ] || { echo "no CRD in $f" >&2; rm -rf "$tmp"; return 1; }
+	done
+	chmod -R u+w "$tmp"
+	# Another run may have won the race: keep its copy.
+	mv -T "$tmp" "$dir/crds" 2>/dev/null || rm -rf "$tmp"
+	say "CRDs ready in $((SECONDS - start))s"
+}
+
 if [ "${1:-}" = path ]; then
 	dir=$(dir_for "$2")
 	echo "$dir/$2"
@@ -159,6 +222,7 @@ for what in "$@"; do
 	codegen) build_codegen ;;
 	lint) build_lint ;;
 	helm) build_helm ;;
-	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|codegen|lint|helm]... | path NAME" >&2; exit 2 ;;
+	crds) fetch_crds ;;
+	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|codegen|lint|helm|crds]... | path NAME" >&2; exit 2 ;;
 	esac
 done
