@@ -250,7 +250,7 @@ func startTraffic(site string, clients int) *traffic {
 				}
 				select {
 				case <-ctx.Done():
-				case <-time.After(5 * time.Millisecond):
+				case <-time.After(10 * time.Millisecond):
 				}
 			}
 		})
@@ -319,8 +319,8 @@ func TestRollingReplacementFailsNoCall(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("A still running 30s after its listener closed (its --shutdown-grace is 20s):\n%s", a.Tail(20))
 	}
-	if code := a.ExitCode(); code != 0 || !strings.Contains(a.Tail(20), "Every call answered") {
-		t.Errorf("A exited %d without answering every held call itself:\n%s", code, a.Tail(20))
+	if log, _ := os.ReadFile(a.LogPath); a.ExitCode() != 0 || !strings.Contains(string(log), "Every call answered") {
+		t.Errorf("A exited %d without letting every held call through itself:\n%s", a.ExitCode(), a.Tail(20))
 	}
 	t.Logf("A left holding %v calls, all let through once the target became ready; traffic so far: steady %s, waking %s", held, steady, waking)
 
@@ -373,7 +373,11 @@ func TestRollingWithoutDelayFailsCalls(t *testing.T) {
 		return a.metric(t, "zerowake_gate_answers_total", "outcome", "awake") >= 20
 	})
 	a.terminate(t)
-	<-a.Done()
+	select {
+	case <-a.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("A still running 30s after SIGTERM, with no delay and nothing held:\n%s", a.Tail(20))
+	}
 	waitCaddyLog(t, proxy, "HTTP request failed", a.health, 1, 5*time.Second,
 		"Caddy checks A's /readyz every "+healthInterval.String())
 	steady.Stop()
