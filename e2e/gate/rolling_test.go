@@ -138,14 +138,14 @@ func (r *replica) metric(t *testing.T, name string, labels ...string) float64 {
 // startRollingCaddy runs Caddy with one site per route, each asking the replicas round robin
 // through forward_auth, health-checking their /readyz, and retrying nothing. It returns Caddy
 // and the sites' URLs.
-func startRollingCaddy(t *testing.T, replicas []*replica, opsPort int, routes ...string) (*framework.Caddy, []string) {
+func startRollingCaddy(t *testing.T, replicas []*replica, opsPort int, routes ...string) (*framework.Proxy, []string) {
 	t.Helper()
 	upstreams := make([]string, len(replicas))
 	for i, r := range replicas {
 		upstreams[i] = r.auth
 	}
 	var config strings.Builder
-	config.WriteString("{\n\tadmin off\n\tauto_https off\n\tpersist_config off\n}\n")
+	config.WriteString(framework.CaddyGlobalOptions)
 	sites := make([]string, len(routes))
 	for i, route := range routes {
 		port, err := framework.FreePort()
@@ -182,7 +182,7 @@ func startRollingCaddy(t *testing.T, replicas []*replica, opsPort int, routes ..
 // waitCaddyLog waits until n lines of Caddy's log hold both msg and address: the health
 // checker logs each check that fails ("HTTP request failed", "status code out of tolerances")
 // and each replica it takes back ("host is up"), once per site.
-func waitCaddyLog(t *testing.T, c *framework.Caddy, msg, address string, n int, within time.Duration, why string) {
+func waitCaddyLog(t *testing.T, c *framework.Proxy, msg, address string, n int, within time.Duration, why string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {

@@ -5,16 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/zerowake/zerowake/e2e/framework"
@@ -140,12 +137,7 @@ func (b *bench) startBenchCaddy(ctx context.Context, gateAddress, ns, upstream s
 	if err != nil {
 		return nil, nil, err
 	}
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-}
-http://%s {
+	caddyfile := framework.CaddyGlobalOptions + fmt.Sprintf(`http://%s {
 	forward_auth %s {
 		uri /auth?target=%s/deployment/awake
 	}
@@ -246,54 +238,13 @@ http {
 %[8]s	}
 }
 `, dir, gateAddress, upstream, ports[0], ports[1], auth(""), ports[2], auth(cached))
-	config := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(config, []byte(conf), 0o644); err != nil {
-		return nil, nil, err
-	}
-	logPath := filepath.Join(dir, "nginx.log")
-	logFile, err := os.Create(logPath)
+	p, err := framework.StartNginx(ctx, binary, dir, conf, ports...)
 	if err != nil {
 		return nil, nil, err
 	}
-	cmd := exec.Command(binary, "-p", dir, "-c", config, "-e", filepath.Join(dir, "error.log"))
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, nil, err
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logFile.Close(); close(done) }()
 	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		p.Stop()
 		_ = os.RemoveAll(dir)
-	}
-	err = poll(ctx, 20*time.Second, 20*time.Millisecond, "nginx to listen", func(context.Context) (bool, error) {
-		select {
-		case <-done:
-			out, _ := os.ReadFile(logPath)
-			errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			return false, fmt.Errorf("nginx exited: %s%s", out, errLog)
-		default:
-		}
-		for _, p := range ports {
-			conn, err := net.DialTimeout("tcp", p, time.Second)
-			if err != nil {
-				return false, nil
-			}
-			conn.Close()
-		}
-		return true, nil
-	})
-	if err != nil {
-		stop()
-		return nil, nil, err
 	}
 	return map[string]string{"nginx": "http://" + ports[0] + "/", "nginx+gate": "http://" + ports[1] + "/",
 		"nginx+gate+cache": "http://" + ports[2] + "/"}, stop, nil
