@@ -50,21 +50,8 @@ func startLeavingServer(t *testing.T, leaving Leaving, handler http.Handler, aba
 		}
 		<-ls.done
 	})
-	eventually(t, "the server to report ready once it serves", ls.Ready)
+	waitFor(t, "the server to report ready once it serves", ls.Ready)
 	return ls
-}
-
-// eventually waits for cond; the bound is only there so that a broken server fails the test
-// instead of hanging it.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 10s for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func (ls *leavingServer) listening() bool {
@@ -121,7 +108,7 @@ func TestLeavingFailsReadinessBeforeTheListenerCloses(t *testing.T) {
 	ls := startLeavingServer(t, Leaving{Delay: time.Hour, Grace: time.Hour},
 		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }), make(chan struct{}))
 	ls.stop()
-	eventually(t, "readiness to fail after the stop signal", func() bool { return !ls.Ready() })
+	waitFor(t, "readiness to fail after the stop signal", func() bool { return !ls.Ready() })
 
 	for i := range 3 {
 		resp, err := http.Get(ls.url)
@@ -153,7 +140,7 @@ func TestLeavingDrainsHeldCalls(t *testing.T) {
 	status := heldCall(ls.url)
 	<-entered
 	ls.stop()
-	eventually(t, "the listener to close once the (zero) delay is over", func() bool { return !ls.listening() })
+	waitFor(t, "the listener to close once the (zero) delay is over", func() bool { return !ls.listening() })
 	if ls.returned() {
 		t.Fatal("Serve returned while a call was held")
 	}
@@ -202,7 +189,7 @@ func TestSecondSignalCutsLeavingShort(t *testing.T) {
 	status := heldCall(ls.url)
 	<-entered
 	ls.stop()
-	eventually(t, "readiness to fail after the first signal", func() bool { return !ls.Ready() })
+	waitFor(t, "readiness to fail after the first signal", func() bool { return !ls.Ready() })
 	if !ls.listening() || ls.returned() {
 		t.Fatal("the first signal closed the listener or ended Serve; the delay is an hour")
 	}
