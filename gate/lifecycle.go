@@ -66,11 +66,12 @@ func (s *Server) closeWhileLeaving(h http.Handler) http.Handler {
 	})
 }
 
-// Serve answers calls on listener with handler (the gate's Handler) until stop ends, then leaves: /readyz fails at once, every call
-// is still answered for the delay, then the listener closes and held calls are drained for the
-// grace; calls still held then are abandoned. When hurry is closed (a second stop signal) the
-// remaining delay and grace are skipped. Serve returns once every call has been answered (or,
-// past that, the connections are closed), or with the error that ended serving.
+// Serve answers calls on listener with handler (the gate's Handler) until stop ends, then
+// leaves: /readyz fails at once, every call is still answered for the delay, then the listener
+// closes and held calls are drained for the grace; calls still held then are abandoned. When
+// hurry is closed (a second stop signal) what is left of the delay and the grace is skipped.
+// Serve returns once every call has been answered (past the grace, once the connections are
+// closed), or with the error that ended serving.
 func (s *Server) Serve(stop context.Context, hurry <-chan struct{}, listener net.Listener, handler http.Handler) error {
 	// No write timeout: a held call legitimately takes up to the route's timeout.
 	s.server = &http.Server{Handler: s.closeWhileLeaving(handler), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
