@@ -11,12 +11,10 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,7 +45,7 @@ type options struct {
 	opsAddress    string
 	window        time.Duration
 	gate          gate.Config
-	grace         time.Duration
+	shutdown      gate.Leaving
 	qps           float64
 	burst         int
 	logLevel      string
@@ -78,7 +76,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.gate.MaxHeldPerTarget, "max-held-per-target", gate.DefaultMaxHeldPerTarget, "Calls held at once for one target; more get 503 at once. Negative: no cap.")
 	fs.IntVar(&o.gate.MaxHeld, "max-held", gate.DefaultMaxHeld, "Calls held at once for all targets together (about 10 KiB each, plus the HTTP connection's buffers); more get 503 at once. Negative: no cap.")
 	fs.IntVar(&o.gate.MaxTargetsInRoute, "max-targets-in-route", gate.DefaultMaxTargetsInRoute, "Targets one route may name.")
-	fs.DurationVar(&o.grace, "shutdown-grace", 20*time.Second, "On SIGTERM, how long held calls may still become ready before they are answered 503.")
+	fs.DurationVar(&o.shutdown.Delay, "shutdown-delay", gate.DefaultShutdownDelay, "On SIGTERM, how long the gate keeps answering every call, new ones included, with /readyz failing, before it closes its listener: the time the proxies need to stop sending it calls (endpoint removal, health checks).")
+	fs.DurationVar(&o.shutdown.Grace, "shutdown-grace", gate.DefaultShutdownGrace, "After the shutdown delay, how long held calls may still become ready before they are answered 503. A second SIGTERM or interrupt skips what is left of the delay and the grace.")
 	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Steady requests per second to the API server (only ScaleRequest writes and the informer's watch).")
 	fs.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server.")
 	fs.StringVar(&o.logLevel, "log-level", "info", "Minimum log level: debug, info, warn or error.")
@@ -119,6 +118,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("--max-held-per-target and --max-held must not be 0 (negative means no cap)")
 	case o.qps <= 0 || o.burst < 1:
 		return nil, errors.New("--kube-api-qps and --kube-api-burst must be positive")
+	case o.shutdown.Delay < 0 || o.shutdown.Grace < 0:
+		return nil, errors.New("--shutdown-delay and --shutdown-grace must not be negative")
 	}
 	return o, nil
 }
@@ -142,13 +143,9 @@ func main() {
 		os.Exit(2)
 	}
 	logger.Info("Starting zerowake-gate", "version", version.Get())
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	go func() {
-		<-ctx.Done()
-		stop() // a second signal exits at once
-	}()
+	ctx, hurry := stopSignals()
 	ctx = klog.NewContext(ctx, logger)
-	err = run(ctx, opts)
+	err = run(ctx, hurry, opts)
 	if err != nil {
 		logger.Error(err, "Gate failed")
 	}
@@ -158,7 +155,26 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, opts *options) error {
+// stopSignals returns a context that ends on the first SIGTERM or interrupt, and a channel
+// closed on the second (the gate then leaves without waiting out its delay and grace); a third
+// ends the process at once.
+func stopSignals() (context.Context, <-chan struct{}) {
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
+	ctx, stop := context.WithCancel(context.Background())
+	hurry := make(chan struct{})
+	go func() {
+		<-signals
+		stop()
+		<-signals
+		close(hurry)
+		signal.Reset(syscall.SIGTERM, os.Interrupt)
+	}()
+	return ctx, hurry
+}
+
+// run serves until ctx ends, then leaves as opts.shutdown says; hurry cuts that short.
+func run(ctx context.Context, hurry <-chan struct{}, opts *options) error {
 	logger := klog.FromContext(ctx)
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -210,11 +226,21 @@ func run(ctx context.Context, opts *options) error {
 	defer owners.Stop()
 	opts.gate.Owners = owners
 
-	var started atomic.Bool
+	// The wake clients stop answering held calls when the grace ends.
+	stopClients := func() {
+		for _, c := range clients {
+			c.Stop()
+		}
+	}
+	opts.shutdown.Abandon = stopClients
+	server := gate.NewServer(opts.shutdown, logger)
 	if opts.opsAddress != "" {
 		// Ready once the ScaleRequest cache has synced, so a Service sends no calls to a gate
-		// that would have to guess.
-		if err := ops.Serve(ctx, opts.opsAddress, registry, nil, started.Load, "not serving: starting or shutting down", opts.pprof); err != nil {
+		// that would have to guess, and no longer from the stop signal on. The operations
+		// server outlives ctx: /readyz must answer "not ready" while the gate still serves.
+		opsCtx, stopOps := context.WithCancel(context.WithoutCancel(ctx))
+		defer stopOps()
+		if err := ops.Serve(opsCtx, opts.opsAddress, registry, nil, server.Ready, "not serving: starting or shutting down", opts.pprof); err != nil {
 			return err
 		}
 	}
@@ -232,11 +258,6 @@ func run(ctx context.Context, opts *options) error {
 		}
 		waker = byNamespace
 	}
-	stopClients := func() {
-		for _, c := range clients {
-			c.Stop()
-		}
-	}
 	defer stopClients()
 	for _, c := range clients {
 		if err := c.Start(clientCtx); err != nil {
@@ -249,30 +270,7 @@ func run(ctx context.Context, opts *options) error {
 	if err != nil {
 		return fmt.Errorf("--address: %w", err)
 	}
-	// No write timeout: a held call legitimately takes up to the route's timeout.
-	server := &http.Server{Handler: g.Handler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
-	served := make(chan error, 1)
-	go func() { served <- server.Serve(listener) }()
-	started.Store(true)
 	logger.Info("Serving forward-auth calls", "address", listener.Addr().String(), "namespaces", opts.namespaces,
 		"allNamespaces", opts.allNamespaces, "token", opts.gate.AuthToken != "")
-
-	select {
-	case err := <-served:
-		return err
-	case <-ctx.Done():
-	}
-	started.Store(false)
-	logger.Info("Shutting down: no new calls; held calls get until the grace period ends", "grace", opts.grace)
-	graceCtx, cancel := context.WithTimeout(context.Background(), opts.grace)
-	defer cancel()
-	if err := server.Shutdown(graceCtx); err != nil {
-		// Calls still held: stopping the client answers them 503 (the proxy retries, and the
-		// wake goes on: it is a ScaleRequest), then they finish.
-		stopClients()
-		closeCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = server.Shutdown(closeCtx)
-	}
-	return nil
+	return server.Serve(ctx, hurry, listener, g.Handler())
 }

@@ -51,3 +51,20 @@ func TestParseFlagsVersion(t *testing.T) {
 		t.Errorf("without --version: %+v, %v", o, err)
 	}
 }
+
+// A replaced gate keeps serving for --shutdown-delay, then drains held calls for --shutdown-grace.
+func TestParseFlagsShutdown(t *testing.T) {
+	o, err := parseFlags([]string{"--namespaces=shop"})
+	if err != nil || o.shutdown.Delay != 5*time.Second || o.shutdown.Grace != 20*time.Second {
+		t.Errorf("defaults: delay %s, grace %s, %v; want 5s and 20s", o.shutdown.Delay, o.shutdown.Grace, err)
+	}
+	if o, err := parseFlags([]string{"--namespaces=shop", "--shutdown-delay=0s", "--shutdown-grace=1m"}); err != nil ||
+		o.shutdown.Delay != 0 || o.shutdown.Grace != time.Minute {
+		t.Errorf("--shutdown-delay=0s --shutdown-grace=1m: %+v, %v", o.shutdown, err)
+	}
+	for _, bad := range []string{"--shutdown-delay=-1s", "--shutdown-grace=-1s"} {
+		if _, err := parseFlags([]string{"--namespaces=shop", bad}); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

@@ -61,6 +61,10 @@ type ControllerOptions struct {
 	Dir string
 	// Args are extra flags.
 	Args []string
+	// OpsAddress is where the process serves /metrics, /healthz and /readyz; empty means a
+	// free port on 127.0.0.1. (Replicas that a proxy health-checks on one port each take their
+	// own loopback address.)
+	OpsAddress string
 	// NotReadyOK returns as soon as the process serves /healthz, for a standby replica that
 	// does not lead (its /readyz still answers once its cache syncs).
 	NotReadyOK bool
@@ -74,12 +78,15 @@ func StartController(ctx context.Context, opts ControllerOptions) (*Controller, 
 	if err := WriteKubeconfig(kubeconfig, config); err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
 	p := &Controller{Name: name, done: make(chan struct{}), LogPath: filepath.Join(opts.Dir, "controller-"+name+".log"),
-		Ops: "127.0.0.1:" + strconv.Itoa(port)}
+		Ops: opts.OpsAddress}
+	if p.Ops == "" {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		p.Ops = "127.0.0.1:" + strconv.Itoa(port)
+	}
 	logFile, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -135,6 +142,9 @@ func (p *Controller) Stop(timeout time.Duration) (graceful bool) {
 		return false
 	}
 }
+
+// Signal sends sig without waiting; Done tells when the process has ended.
+func (p *Controller) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
 
 // Kill sends SIGKILL and waits for the process to end.
 func (p *Controller) Kill() {

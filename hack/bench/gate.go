@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
-	"github.com/zerowake/zerowake/e2e/framework"
 	"github.com/zerowake/zerowake/gate"
 	"github.com/zerowake/zerowake/wake"
 )
@@ -39,6 +37,10 @@ type Gate struct {
 	// awake target, to a loopback backend; ProxyOnlyUs the same through Caddy with no gate.
 	ProxiedUs   Percentiles `json:"proxied_us"`
 	ProxyOnlyUs Percentiles `json:"proxy_only_us"`
+	// Load is the awake target's requests through each proxy path at several concurrencies
+	// (see gateload.go); NginxSkipped says why the nginx paths are missing.
+	Load         []ProxyLoad `json:"load"`
+	NginxSkipped string      `json:"nginx_skipped,omitempty"`
 	// HeldMs is from the call sent to the answer received for an idle target; OverheadMs is
 	// from the target's Deployment being seen ready (by this process's watch) to the answer:
 	// what the controller's status write, the gate's informer and the answer add.
@@ -64,9 +66,9 @@ func (b *bench) gateScenario(ctx context.Context) error {
 	if err := createNamespace(ctx, b.kube, ns); err != nil {
 		return err
 	}
-	awakeN, heldN, herdN := 20000, 50, 10000
+	awakeN, heldN, herdN, loadN := 20000, 50, 10000, 20000
 	if b.cfg.quick {
-		awakeN, heldN = 5000, 20
+		awakeN, heldN, loadN = 5000, 20, 2000
 	}
 	held := names("held", heldN)
 	if err := b.createOptedIn(ctx, ns, append([]string{"awake", "herd"}, held...), false); err != nil {
@@ -151,7 +153,7 @@ func (b *bench) gateScenario(ctx context.Context) error {
 		}
 	}
 	r.AwakeInProcessUs, r.AwakeHTTPUs = micros(inProcess), micros(overHTTP)
-	if r.ProxiedUs, r.ProxyOnlyUs, err = b.throughCaddy(ctx, listener.Addr().String(), ns, awakeN/4); err != nil {
+	if err := b.throughProxies(ctx, &r, listener.Addr().String(), ns, awakeN/4, loadN); err != nil {
 		return err
 	}
 	r.AwakeAPIRequests = int(requests.Load() - before)
@@ -228,73 +230,68 @@ func (b *bench) gateScenario(ctx context.Context) error {
 	return nil
 }
 
-// throughCaddy times n requests through Caddy with a forward_auth call to the gate for the
-// awake target, and n through Caddy alone, both to a loopback backend.
-func (b *bench) throughCaddy(ctx context.Context, gateAddress, ns string, n int) (proxied, alone Percentiles, err error) {
-	binary, err := framework.CaddyPath(ctx)
-	if err != nil {
-		return proxied, alone, err
-	}
+// throughProxies times n requests one at a time through Caddy with a forward_auth call to the
+// gate for the awake target, and n through Caddy alone, both to a loopback backend; then the
+// load runs, loadN requests for each path and concurrency, nginx's too when there is one.
+func (b *bench) throughProxies(ctx context.Context, r *Gate, gateAddress, ns string, n, loadN int) error {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
 	defer backend.Close()
-	ports := make([]string, 2)
-	for i := range ports {
-		p, err := framework.FreePort()
-		if err != nil {
-			return proxied, alone, err
-		}
-		ports[i] = "127.0.0.1:" + strconv.Itoa(p)
-	}
 	upstream := strings.TrimPrefix(backend.URL, "http://")
-	caddyfile := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-}
-http://%s {
-	forward_auth %s {
-		uri /auth?target=%s/deployment/awake
-	}
-	reverse_proxy %s
-}
-http://%s {
-	reverse_proxy %s
-}
-`, ports[0], gateAddress, ns, upstream, ports[1], upstream)
-	dir, err := os.MkdirTemp(b.cluster.Dir(), "caddy-")
+	sites, stopCaddy, err := b.startBenchCaddy(ctx, gateAddress, ns, upstream)
 	if err != nil {
-		return proxied, alone, err
+		return err
 	}
-	c, err := framework.StartCaddy(ctx, binary, dir, caddyfile, ports[0])
-	if err != nil {
-		return proxied, alone, err
+	defer stopCaddy()
+	if r.ProxiedUs, err = oneAtATime(sites["caddy+gate"], n); err != nil {
+		return err
 	}
-	defer c.Stop()
+	if r.ProxyOnlyUs, err = oneAtATime(sites["caddy"], n); err != nil {
+		return err
+	}
+	paths := []string{"caddy+gate", "caddy"}
+	if binary, err := nginxBinary(); err != nil {
+		r.NginxSkipped = err.Error()
+	} else {
+		nginxSites, stopNginx, err := b.startBenchNginx(ctx, binary, gateAddress, ns, upstream)
+		if err != nil {
+			return err
+		}
+		defer stopNginx()
+		maps.Copy(sites, nginxSites)
+		paths = append(paths, "nginx+gate+cache", "nginx+gate", "nginx")
+	}
+	if r.Load, err = proxyLoad(ctx, paths, sites, loadN); err != nil {
+		return err
+	}
+	for _, l := range r.Load {
+		logf("gate: %s with %d clients: %.0f req/s, latency %v µs", l.Path, l.Concurrency, l.RPS, l.LatencyUs)
+	}
+	if r.NginxSkipped != "" {
+		logf("gate: nginx paths not measured: %s", r.NginxSkipped)
+	}
+	return nil
+}
+
+// oneAtATime times n requests to url sent one after another, after 100 that warm up.
+func oneAtATime(url string, n int) (Percentiles, error) {
 	httpc := &http.Client{}
-	for i, site := range ports {
-		times := make(samples, 0, n)
-		for j := range n + 100 {
-			t0 := time.Now()
-			resp, err := httpc.Get("http://" + site + "/")
-			if err != nil {
-				return proxied, alone, err
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return proxied, alone, fmt.Errorf("through caddy (%s): %d", site, resp.StatusCode)
-			}
-			if j >= 100 { // the first requests warm up connections
-				times = append(times, time.Since(t0))
-			}
+	times := make(samples, 0, n)
+	for j := range n + 100 {
+		t0 := time.Now()
+		resp, err := httpc.Get(url)
+		if err != nil {
+			return Percentiles{}, err
 		}
-		if i == 0 {
-			proxied = micros(times)
-		} else {
-			alone = micros(times)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return Percentiles{}, fmt.Errorf("%s: %d", url, resp.StatusCode)
+		}
+		if j >= 100 { // the first requests warm up connections
+			times = append(times, time.Since(t0))
 		}
 	}
-	return proxied, alone, nil
+	return micros(times), nil
 }
 
 // createOptedIn creates idle Deployments labelled as their owner allows waking them;
@@ -346,6 +343,7 @@ func gateRows(r *Results, add func(metric, value, target string, met *bool)) {
 	add("gate.awake_http_µs (loopback round trip)", us(g.AwakeHTTPUs), "", nil)
 	add("gate.proxied_µs (Caddy + forward_auth to the gate)", us(g.ProxiedUs), "", nil)
 	add("gate.proxy_only_µs (Caddy alone, same backend)", us(g.ProxyOnlyUs), "", nil)
+	loadRows(g, add)
 	add("gate.awake_api_requests", fmt.Sprint(g.AwakeAPIRequests), "0", check(g.AwakeAPIRequests == 0))
 	add(fmt.Sprintf("gate.held_ms (idle target, n=%d)", g.HeldN), ms(g.HeldMs), "", nil)
 	add("gate.overhead_ms (Deployment ready → answer)", ms(g.OverheadMs), "", nil)
