@@ -8,14 +8,17 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/zerowake/zerowake/e2e/framework"
 	"github.com/zerowake/zerowake/gate"
+	"github.com/zerowake/zerowake/hack/localcluster"
 )
 
 // The gate's cost in the request path: requests through a proxy, with and without the
@@ -158,11 +161,19 @@ http://%s {
 	return map[string]string{"caddy+gate": "http://" + ports[0] + "/", "caddy": "http://" + ports[1] + "/"}, c.Stop, nil
 }
 
-// nginxBinary is $BENCH_NGINX, or nginx on $PATH. The project's tools do not build nginx (it is
-// not a Go module); Debian's nginx package has the auth_request module.
+// nginxBinary is $BENCH_NGINX, or the nginx that hack/tools.sh takes from the Debian archive
+// (its package has the auth_request module), or nginx on $PATH.
 func nginxBinary() (string, error) {
 	if p := os.Getenv("BENCH_NGINX"); p != "" {
 		return p, nil
+	}
+	if root, err := localcluster.RepoRoot(); err == nil {
+		tools := filepath.Join(root, "hack", "tools.sh")
+		if exec.Command("bash", tools, "nginx").Run() == nil {
+			if out, err := exec.Command("bash", tools, "path", "nginx").Output(); err == nil {
+				return strings.TrimSpace(string(out)), nil
+			}
+		}
 	}
 	if p, err := exec.LookPath("nginx"); err == nil {
 		return p, nil
@@ -312,4 +323,4 @@ func loadRows(g *Gate, add func(metric, value, target string, met *bool)) {
 }
 
 // errNoNginx is why the nginx paths were not measured.
-var errNoNginx = errors.New("no nginx on $PATH and $BENCH_NGINX unset (Debian: apt-get install nginx)")
+var errNoNginx = errors.New("no nginx: hack/tools.sh nginx failed (it needs apt-get), none on $PATH and $BENCH_NGINX unset")
