@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/klog/v2"
 
@@ -52,6 +54,8 @@ type options struct {
 	logLevel      string
 	logFormat     string
 	pprof         bool
+	// endpoints bound the Services whose EndpointSlices the gate follows.
+	endpoints gate.EndpointWatcherOptions
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -76,6 +80,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.gate.MaxHeldPerTarget, "max-held-per-target", gate.DefaultMaxHeldPerTarget, "Calls held at once for one target; more get 503 at once. Negative: no cap.")
 	fs.IntVar(&o.gate.MaxHeld, "max-held", gate.DefaultMaxHeld, "Calls held at once for all targets together (about 10 KiB each, plus the HTTP connection's buffers); more get 503 at once. Negative: no cap.")
 	fs.IntVar(&o.gate.MaxTargetsInRoute, "max-targets-in-route", gate.DefaultMaxTargetsInRoute, "Targets one route may name.")
+	fs.IntVar(&o.endpoints.MaxServices, "max-watched-services", gate.DefaultMaxWatchedServices, "Services (named by routes' service=) whose EndpointSlices the gate follows at once, one label-selected watch each; a route naming one more gets 503 until one goes unused.")
+	fs.DurationVar(&o.endpoints.Idle, "service-idle", gate.DefaultServiceIdle, "How long the gate still follows a Service's EndpointSlices after the last call whose route named it.")
 	fs.DurationVar(&o.grace, "shutdown-grace", 20*time.Second, "On SIGTERM, how long held calls may still become ready before they are answered 503.")
 	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Steady requests per second to the API server (only ScaleRequest writes and the informer's watch).")
 	fs.IntVar(&o.burst, "kube-api-burst", 100, "Burst of requests to the API server.")
@@ -110,6 +116,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("--timeout, --max-timeout and --retry-after must be positive")
 	case o.gate.MaxHeldPerTarget == 0 || o.gate.MaxHeld == 0:
 		return nil, errors.New("--max-held-per-target and --max-held must not be 0 (negative means no cap)")
+	case o.endpoints.MaxServices < 1 || o.endpoints.Idle <= 0:
+		return nil, errors.New("--max-watched-services and --service-idle must be positive")
 	case o.qps <= 0 || o.burst < 1:
 		return nil, errors.New("--kube-api-qps and --kube-api-burst must be positive")
 	}
@@ -197,6 +205,17 @@ func run(ctx context.Context, opts *options) error {
 		opts.namespaces, int32(opts.defaultMax))
 	defer owners.Stop()
 	opts.gate.Owners = owners
+	// EndpointSlices are read through protobuf; only the Services routes name are followed.
+	sliceConfig := rest.CopyConfig(config)
+	sliceConfig.ContentType = "application/vnd.kubernetes.protobuf"
+	kube, err := kubernetes.NewForConfig(sliceConfig)
+	if err != nil {
+		return err
+	}
+	opts.endpoints.Namespaces, opts.endpoints.Registerer = opts.namespaces, registry
+	endpoints := gate.NewEndpointWatcher(kube, opts.endpoints)
+	defer endpoints.Stop()
+	opts.gate.Endpoints = endpoints
 
 	var started atomic.Bool
 	if opts.opsAddress != "" {
