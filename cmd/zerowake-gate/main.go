@@ -243,6 +243,7 @@ func run(ctx context.Context, opts *options) error {
 		for _, c := range clients {
 			c.Stop()
 		}
+		endpoints.Stop() // calls waiting on a Service's slices are answered 503 too
 	}
 	defer stopClients()
 	for _, c := range clients {
