@@ -5,9 +5,12 @@
 // For each call the gate reads the route's targets from the call (see [Gate.Handler]) and
 //
 //   - lets the request through at once (200) when every target's ScaleRequest is Ready, as
-//     the wake client's informer shows it: no API call, no write;
+//     the wake client's informer shows it, and, when the route names the Service its proxy
+//     sends to, that Service's EndpointSlices list enough ready endpoints, as the gate's
+//     per-Service informer shows them: no API call, no write;
 //   - otherwise signals demand with [wake.Client.Wake] (one write per target however many
-//     calls arrive) and holds the call until every target is ready (200), the route's timeout
+//     calls arrive) and holds the call until every target is ready and the route's Service
+//     lists enough ready endpoints (200), the route's timeout
 //     passes (503 with Retry-After), the controller refuses a target because its owner has not
 //     opted in (403, with what the owner can do), or fails it (503);
 //   - answers a browser's page load at once with a self-refreshing "starting up" page (503)

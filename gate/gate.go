@@ -68,6 +68,9 @@ type Config struct {
 	// Owners, when set, is asked before every write: a target its owner has not opted in (or
 	// not this far) is refused 403 with no write. Nil leaves the check to the controller.
 	Owners Owners
+	// Endpoints follows the Services routes name (Route.Service). Nil: a route that names a
+	// Service is answered 400, since the gate could not tell when it is routable.
+	Endpoints Endpoints
 }
 
 func (c Config) withDefaults() Config {
@@ -145,7 +148,11 @@ func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (
 	for i, t := range route.Targets {
 		statuses[i] = g.waker.Demand(t)
 	}
-	if allReady(statuses) {
+	routable, refused := g.routable(route)
+	if refused != nil {
+		return *refused, -1
+	}
+	if allReady(statuses) && routable {
 		return Answer{Outcome: OutcomeAwake}, -1
 	}
 
@@ -165,19 +172,28 @@ func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (
 	start := time.Now()
 	routeCtx, cancel := context.WithTimeout(ctx, route.Timeout)
 	defer cancel()
+	a := g.wakeAndWaitAll(routeCtx, ctx, route, statuses)
+	if a.Outcome.Passes() && route.Service != nil {
+		// The targets are ready; the proxy reaches them only once the slices list them.
+		a = g.waitRoutable(routeCtx, ctx, route)
+	}
+	return a, time.Since(start)
+}
+
+// wakeAndWaitAll wakes the route's targets that are not ready and waits for every one.
+func (g *Gate) wakeAndWaitAll(ctx, callerCtx context.Context, route *Route, statuses []wake.Status) Answer {
 	if len(route.Targets) == 1 {
-		a := g.wakeAndWait(routeCtx, ctx, route, route.Targets[0], statuses[0].Ready)
-		return a, time.Since(start)
+		return g.wakeAndWait(ctx, callerCtx, route, route.Targets[0], statuses[0].Ready)
 	}
 	// A group: every target is woken at once; the first that cannot be served ends the wait
 	// for the others.
 	answers := make([]Answer, len(route.Targets))
-	groupCtx, stop := context.WithCancel(routeCtx)
+	groupCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
 	for i, t := range route.Targets {
 		wg.Go(func() {
-			answers[i] = g.wakeAndWait(groupCtx, ctx, route, t, statuses[i].Ready)
+			answers[i] = g.wakeAndWait(groupCtx, callerCtx, route, t, statuses[i].Ready)
 			if !answers[i].Outcome.Passes() {
 				stop()
 			}
@@ -186,7 +202,7 @@ func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (
 	wg.Wait()
 	a := worst(answers)
 	a.Targets = describeAll(route.Targets)
-	return a, time.Since(start)
+	return a
 }
 
 // wakeAndWait signals one target (unless it is already ready) and waits for it.

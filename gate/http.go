@@ -38,14 +38,14 @@ var genericMessages = [...]string{
 
 // Handler serves the forward-auth protocol:
 //
-//   - GET /auth?target=ns/kind/name[&target=…][&timeout=30s][&page=true] for nginx
+//   - GET /auth?target=ns/kind/name[&target=…][&service=ns/name][&timeout=30s][&page=true] for nginx
 //     auth_request, Traefik forwardAuth and Caddy forward_auth, which copy the client's headers
 //     into the call: the route's parameters come only from the URL the proxy is configured
 //     with, never from headers a client could set.
 //   - any method on /ext_authz/<client path> for Envoy's ext_authz HTTP service, which appends
 //     the client's path and query to its path_prefix and forwards only the client headers it is
-//     told to: the parameters come only from the X-Zerowake-Target, X-Zerowake-Timeout and
-//     X-Zerowake-Page headers the Envoy configuration adds.
+//     told to: the parameters come only from the X-Zerowake-Target, X-Zerowake-Service,
+//     X-Zerowake-Timeout and X-Zerowake-Page headers the Envoy configuration adds.
 //   - any method on /route/<parameters>/-[<client path>] for proxies configured with a path
 //     prefix only (Envoy Gateway's extAuth, the Gateway API ExternalAuth filter, Istio's
 //     pathPrefix): the parameters come only from the part before "/-" (see [PathRoute]), the

@@ -23,6 +23,9 @@ type Route struct {
 	// Page answers browsers at once with a self-refreshing "starting up" page instead of
 	// holding them.
 	Page bool
+	// Service, when set, is the Service the proxy sends the route's requests to: they pass
+	// only once its EndpointSlices list enough ready endpoints (see ServiceRef).
+	Service *ServiceRef
 }
 
 // RouteDefaults fill in what a route leaves out and bound what it may ask for.
@@ -122,22 +125,24 @@ const (
 	paramTarget  = "target"
 	paramTimeout = "timeout"
 	paramPage    = "page"
+	paramService = "service"
 
 	HeaderTarget  = "X-Zerowake-Target"
 	HeaderTimeout = "X-Zerowake-Timeout"
 	HeaderPage    = "X-Zerowake-Page"
+	HeaderService = "X-Zerowake-Service"
 )
 
 // parseRoute reads a route from the URL's parameters (query or path) or from the headers,
 // never a mix of both (see fromQuery, fromPath and fromHeader).
 func parseRoute(mode int, query url.Values, header http.Header, d RouteDefaults) (Route, error) {
-	var targets []string
+	var targets, services []string
 	var timeout, page string
 	if mode != fromHeader {
-		targets = query[paramTarget]
+		targets, services = query[paramTarget], query[paramService]
 		timeout, page = query.Get(paramTimeout), query.Get(paramPage)
 	} else {
-		targets = header.Values(HeaderTarget)
+		targets, services = header.Values(HeaderTarget), header.Values(HeaderService)
 		timeout, page = header.Get(HeaderTimeout), header.Get(HeaderPage)
 	}
 	r := Route{Timeout: d.Timeout, Page: d.Page}
@@ -159,6 +164,11 @@ func parseRoute(mode int, query url.Values, header http.Header, d RouteDefaults)
 	case d.MaxTargets > 0 && len(r.Targets) > d.MaxTargets:
 		return Route{}, fmt.Errorf("the route names %d targets, at most %d are allowed", len(r.Targets), d.MaxTargets)
 	}
+	service, err := parseService(services, r.Targets)
+	if err != nil {
+		return Route{}, err
+	}
+	r.Service = service
 	if timeout != "" {
 		t, err := time.ParseDuration(timeout)
 		if err != nil || t <= 0 {

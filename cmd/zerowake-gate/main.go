@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/klog/v2"
 
@@ -52,6 +54,8 @@ type options struct {
 	logFormat     string
 	pprof         bool
 	printVersion  bool
+	// endpoints bound the Services whose EndpointSlices the gate follows.
+	endpoints gate.EndpointWatcherOptions
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -76,6 +80,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.gate.MaxHeldPerTarget, "max-held-per-target", gate.DefaultMaxHeldPerTarget, "Calls held at once for one target; more get 503 at once. Negative: no cap.")
 	fs.IntVar(&o.gate.MaxHeld, "max-held", gate.DefaultMaxHeld, "Calls held at once for all targets together (about 10 KiB each, plus the HTTP connection's buffers); more get 503 at once. Negative: no cap.")
 	fs.IntVar(&o.gate.MaxTargetsInRoute, "max-targets-in-route", gate.DefaultMaxTargetsInRoute, "Targets one route may name.")
+	fs.IntVar(&o.endpoints.MaxServices, "max-watched-services", gate.DefaultMaxWatchedServices, "Services (named by routes' service=) whose EndpointSlices the gate follows at once, one label-selected watch each; a route naming one more gets 503 until one goes unused.")
+	fs.DurationVar(&o.endpoints.Idle, "service-idle", gate.DefaultServiceIdle, "How long the gate still follows a Service's EndpointSlices after the last call whose route named it.")
 	fs.DurationVar(&o.shutdown.Delay, "shutdown-delay", gate.DefaultShutdownDelay, "On SIGTERM, how long the gate keeps answering every call, new ones included, with /readyz failing, before it closes its listener: the time the proxies need to stop sending it calls (endpoint removal, health checks).")
 	fs.DurationVar(&o.shutdown.Grace, "shutdown-grace", gate.DefaultShutdownGrace, "After the shutdown delay, how long held calls may still become ready before they are answered 503. A second SIGTERM or interrupt skips what is left of the delay and the grace.")
 	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Steady requests per second to the API server (only ScaleRequest writes and the informer's watch).")
@@ -116,6 +122,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("--timeout, --max-timeout and --retry-after must be positive")
 	case o.gate.MaxHeldPerTarget == 0 || o.gate.MaxHeld == 0:
 		return nil, errors.New("--max-held-per-target and --max-held must not be 0 (negative means no cap)")
+	case o.endpoints.MaxServices < 1 || o.endpoints.Idle <= 0:
+		return nil, errors.New("--max-watched-services and --service-idle must be positive")
 	case o.qps <= 0 || o.burst < 1:
 		return nil, errors.New("--kube-api-qps and --kube-api-burst must be positive")
 	case o.shutdown.Delay < 0 || o.shutdown.Grace < 0:
@@ -225,12 +233,24 @@ func run(ctx context.Context, hurry <-chan struct{}, opts *options) error {
 		opts.namespaces, int32(opts.defaultMax))
 	defer owners.Stop()
 	opts.gate.Owners = owners
+	// EndpointSlices are read through protobuf; only the Services routes name are followed.
+	sliceConfig := rest.CopyConfig(config)
+	sliceConfig.ContentType = "application/vnd.kubernetes.protobuf"
+	kube, err := kubernetes.NewForConfig(sliceConfig)
+	if err != nil {
+		return err
+	}
+	opts.endpoints.Namespaces, opts.endpoints.Registerer = opts.namespaces, registry
+	endpoints := gate.NewEndpointWatcher(kube, opts.endpoints)
+	defer endpoints.Stop()
+	opts.gate.Endpoints = endpoints
 
 	// The wake clients stop answering held calls when the grace ends.
 	stopClients := func() {
 		for _, c := range clients {
 			c.Stop()
 		}
+		endpoints.Stop() // calls waiting on a Service's slices are answered 503 too
 	}
 	opts.shutdown.Abandon = stopClients
 	server := gate.NewServer(opts.shutdown, logger)

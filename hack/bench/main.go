@@ -274,6 +274,7 @@ func (b *bench) scenarios(ctx context.Context) error {
 		{"herd", b.herd},
 		{"sustained", b.sustained},
 		{"gate", b.gateScenario},
+		{"endpoints", b.endpointsScenario},
 		// After the latency scenarios: the control plane goes on deleting the largest burst's
 		// pods for minutes after it, which only the footprint's memory readings can ignore.
 		{"burst", b.burst},

@@ -24,6 +24,7 @@ type Results struct {
 	Sustained *Sustained `json:"sustained,omitempty"`
 	Footprint Footprint  `json:"footprint"`
 	Gate      *Gate      `json:"gate,omitempty"`
+	Endpoints *Endpoints `json:"endpoints,omitempty"`
 	Env       Env        `json:"env"`
 }
 
@@ -298,6 +299,7 @@ func printTable(w io.Writer, r *Results) {
 	}
 
 	gateRows(r, add)
+	endpointsRows(r, add)
 
 	others := func(cpu map[string]float64) string {
 		if cpu == nil {
