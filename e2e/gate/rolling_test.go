@@ -356,7 +356,14 @@ func TestRollingReplacementFailsNoCall(t *testing.T) {
 // TestRollingWithoutDelayFailsCalls shows what the delay is for, and that the setup above sees
 // it: a replica that closes its listener as soon as it gets SIGTERM (--shutdown-delay=0) is
 // still chosen by the proxy until its next health check, and those calls fail.
+//
+// It is a control of the test above, not of the gate: whether a call lands in the gap between
+// A's exit and Caddy's next health check is chance (79 calls, 0 failed, seen once), so it runs
+// only when asked: ZEROWAKE_ROLLING_CONTROL=1.
 func TestRollingWithoutDelayFailsCalls(t *testing.T) {
+	if os.Getenv("ZEROWAKE_ROLLING_CONTROL") == "" {
+		t.Skip("a control of TestRollingReplacementFailsNoCall whose outcome is chance; set ZEROWAKE_ROLLING_CONTROL=1 to run it")
+	}
 	ns := localcluster.NewNamespace(t, cluster)
 	createIdle(t, ns, "steady", true, false)
 	authPort, opsPort := replicaPorts(t)
