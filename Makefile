@@ -42,9 +42,7 @@ tools: ## Build (or reuse) etcd, kwok, the Kubernetes binaries and helm; fetch t
 
 .PHONY: test
 test: tools ## Run unit and integration tests (each integration package starts its own local control plane).
-	# Three packages at once on two cores: the integration packages mostly wait on their control
-	# planes (windows, timeouts), so a third overlaps those waits.
-	go test -p 3 $(GO_TEST_FLAGS) $$(go list ./... | grep -v /e2e/faults)
+	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /e2e/faults)
 	cd hack/tools/image && go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-faults
