@@ -2,12 +2,14 @@
 # Builds the binaries that the local control plane and code generation need, from the Go module
 # proxy only, and caches them outside the repository, keyed by version, so later runs reuse them.
 #
-#   hack/tools.sh [all|kubernetes|etcd|kwok|caddy|nginx|codegen|lint|helm|crds]...   build what is missing
+#   hack/tools.sh [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]...   build what is missing
 #   hack/tools.sh path NAME                                               print where NAME is (or will be)
 #
 # The cache lives in $ZEROWAKE_CACHE (default: ~/.cache/zerowake). Versions come from the small
 # modules under hack/tools/ and from the project's go.mod, so there is one place to change each.
 # nginx is the exception: not a Go program, it comes from the Debian archive apt is configured with.
+# `node` builds what a real node needs (kubelet, kube-proxy, containerd, runc, CNI plugins) and
+# fetches the two Debian parts it cannot do without: libseccomp for runc, nft for kube-proxy.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,11 +34,19 @@ gateway_api_version=v1.6.3
 envoy_gateway_version=v1.9.1
 traefik_version=v3.7.13
 istio_api_version=v1.32.0
+# The real node's runtime. The kubelet and kube-proxy come from the Kubernetes module above.
+containerd_version=v2.4.2
+runc_version=v1.5.3
+cni_plugins_version=v1.10.0
 crds_key="gatewayapi-$gateway_api_version-envoygateway-$envoy_gateway_version-traefik-$traefik_version-istioapi-$istio_api_version"
 
 dir_for() {
 	case "$1" in
-	kube-apiserver|kube-controller-manager|kube-scheduler|kubectl) echo "$cache/kubernetes-$kube_version" ;;
+	kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy) echo "$cache/kubernetes-$kube_version" ;;
+	containerd|containerd-shim-runc-v2) echo "$cache/containerd-$containerd_version" ;;
+	runc) local v; v=$(debian_version libseccomp-dev) || return 1; echo "$cache/runc-$runc_version-libseccomp-$v" ;;
+	bridge|host-local|loopback) echo "$cache/cni-plugins-$cni_plugins_version" ;;
+	nft) local v; v=$(debian_version nftables) || return 1; echo "$cache/nftables-$v" ;;
 	etcd) echo "$cache/etcd-$etcd_version" ;;
 	kwok) echo "$cache/kwok-$kwok_version" ;;
 	helm) echo "$cache/helm-$helm_version" ;;
@@ -64,14 +74,17 @@ build_into() {
 	say "built $name in $((SECONDS - start))s"
 }
 
+# build_kubernetes [COMMAND...] builds the named Kubernetes commands (default: the control plane's).
 build_kubernetes() {
+	local cmds=("$@")
+	[ ${#cmds[@]} -gt 0 ] || cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 	local v=${kube_version#v} pkg=k8s.io/component-base/version
 	local major=${v%%.*} rest=${v#*.}
 	local minor=${rest%%.*}
 	local ldflags="-X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
 	ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$kube_version -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 	local cmd
-	for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+	for cmd in "${cmds[@]}"; do
 		build_into "$cmd" "$root/hack/tools/kubernetes" "k8s.io/kubernetes/cmd/$cmd" "$ldflags"
 	done
 }
@@ -108,6 +121,120 @@ build_nginx() {
 	cp "$tmp/root/usr/sbin/nginx" "$dir/.nginx.tmp"
 	rm -rf "$tmp"
 	mv "$dir/.nginx.tmp" "$dir/nginx"
+}
+
+# debian_version PACKAGE prints the version of PACKAGE that apt would fetch.
+debian_version() {
+	local v
+	v=$(apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" {print $2}')
+	if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+		echo "$1: apt knows no such package (a Debian-based machine is needed; try apt-get update)" >&2
+		return 1
+	fi
+	echo "$v"
+}
+
+# debian_unpack DIR PACKAGE... downloads the packages apt would install (without installing them)
+# and unpacks them all into DIR.
+debian_unpack() {
+	local into=$1; shift
+	local tmp; tmp=$(mktemp -d)
+	(cd "$tmp" && apt-get download -q "$@" >&2)
+	local deb
+	for deb in "$tmp"/*.deb; do dpkg-deb -x "$deb" "$into"; done
+	rm -rf "$tmp"
+}
+
+# go_install NAME DIR MODULE@VERSION/PACKAGE [go install flags...] installs one command into DIR
+# unless it is there, through a temporary GOBIN so that a half-built binary is never seen.
+go_install() {
+	local name=$1 dir=$2 pkg=$3; shift 3
+	[ -x "$dir/$name" ] && return 0
+	say "installing $name ($pkg) into $dir"
+	local start=$SECONDS
+	mkdir -p "$dir"
+	local tmp; tmp=$(mktemp -d "$dir/.gobin.XXXXXX")
+	GOBIN="$tmp" go install -trimpath "$@" "$pkg"
+	mv "$tmp/$name" "$dir/$name"
+	rm -rf "$tmp"
+	say "installed $name in $((SECONDS - start))s"
+}
+
+# containerd and its runc shim are pure Go; the CRI plugin is built in.
+build_containerd() {
+	local dir; dir=$(dir_for containerd)
+	local cmd
+	for cmd in containerd containerd-shim-runc-v2; do
+		CGO_ENABLED=0 go_install "$cmd" "$dir" "github.com/containerd/containerd/v2/cmd/$cmd@$containerd_version" \
+			-ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$containerd_version"
+	done
+}
+
+# runc needs seccomp: the CRI gives every sandbox a seccomp profile, and a runc without seccomp
+# refuses it. That is runc's one C dependency; Debian's libseccomp-dev supplies the static
+# library, linked in so that runc runs on a host without libseccomp.
+build_runc() {
+	local dir; dir=$(dir_for runc)
+	[ -x "$dir/runc" ] && return 0
+	mkdir -p "$dir"
+	local sysroot="$dir/.libseccomp"
+	rm -rf "$sysroot" && mkdir -p "$sysroot"
+	say "fetching libseccomp-dev from the Debian archive for runc"
+	debian_unpack "$sysroot" "libseccomp-dev=$(debian_version libseccomp-dev)"
+	local lib; lib=$(dirname "$(find "$sysroot" -name libseccomp.a | head -n1)")
+	[ -n "$lib" ] && [ -f "$lib/libseccomp.a" ] || { echo "libseccomp-dev has no libseccomp.a" >&2; return 1; }
+	# libseccomp-golang asks pkg-config; describe the unpacked copy, not the system's.
+	mkdir -p "$sysroot/pkgconfig"
+	cat >"$sysroot/pkgconfig/libseccomp.pc" <<-PC
+	Name: libseccomp
+	Description: unpacked from Debian for runc
+	Version: $(debian_version libseccomp-dev | sed 's/-.*//')
+	Cflags: -I$sysroot/usr/include
+	Libs: -L$lib -l:libseccomp.a
+	PC
+	PKG_CONFIG_PATH="$sysroot/pkgconfig" CGO_ENABLED=1 go_install runc "$dir" \
+		"github.com/opencontainers/runc@$runc_version" \
+		-tags "seccomp netgo osusergo" -ldflags "-s -w -X main.version=${runc_version#v} -extldflags -static"
+	rm -rf "$sysroot"
+}
+
+# The CNI plugins the node's pod network uses: a bridge with host-local addresses, and loopback.
+build_cni() {
+	local dir; dir=$(dir_for bridge)
+	local plugin
+	for plugin in bridge host-local loopback; do
+		local kind=main
+		[ "$plugin" = host-local ] && kind=ipam
+		CGO_ENABLED=0 go_install "$plugin" "$dir" \
+			"github.com/containernetworking/plugins/plugins/$kind/$plugin@$cni_plugins_version" -ldflags "-s -w"
+	done
+}
+
+# kube-proxy (nftables mode) programs Services with the nft command: Debian's, with the two
+# libraries it needs that a minimal Debian lacks, unpacked beside it (run it with
+# LD_LIBRARY_PATH=DIR/lib).
+build_nft() {
+	local dir; dir=$(dir_for nft)
+	[ -x "$dir/nft" ] && return 0
+	local version; version=$(debian_version nftables)
+	say "fetching nftables $version from the Debian archive into $dir"
+	local tmp="$dir.tmp.$$"
+	rm -rf "$tmp" && mkdir -p "$tmp/root" "$tmp/lib"
+	debian_unpack "$tmp/root" "nftables=$version" "libnftables1=$(debian_version libnftables1)" \
+		"libnftnl11=$(debian_version libnftnl11)"
+	cp -a "$tmp/root"/usr/lib/x86_64-linux-gnu/libnftables.so* "$tmp/root"/usr/lib/x86_64-linux-gnu/libnftnl.so* "$tmp/lib/"
+	cp "$tmp/root/usr/sbin/nft" "$tmp/nft"
+	rm -rf "$tmp/root"
+	mkdir -p "$(dirname "$dir")"
+	rm -rf "$dir" && mv "$tmp" "$dir"
+}
+
+build_node() {
+	build_containerd
+	build_runc
+	build_cni
+	build_nft
+	build_kubernetes kubelet kube-proxy
 }
 
 build_kwok() {
@@ -219,10 +346,11 @@ for what in "$@"; do
 	kwok) build_kwok ;;
 	caddy) build_caddy ;;
 	nginx) build_nginx ;;
+	node) build_node ;;
 	codegen) build_codegen ;;
 	lint) build_lint ;;
 	helm) build_helm ;;
 	crds) fetch_crds ;;
-	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|codegen|lint|helm|crds]... | path NAME" >&2; exit 2 ;;
+	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]... | path NAME" >&2; exit 2 ;;
 	esac
 done

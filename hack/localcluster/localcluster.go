@@ -57,6 +57,10 @@ type Options struct {
 	// the apiserver then writes audit events as JSON lines to AuditLog(), so that tests can
 	// tell which identity made which request. Empty means no auditing.
 	AuditPolicy []byte
+	// RealNode also starts one real node (containerd, runc, CNI, kubelet, kube-proxy) beside
+	// kwok's, and runs the whole cluster inside a network namespace of its own; see Node.
+	// NodeRequirements tells whether this host can.
+	RealNode bool
 }
 
 // Cluster is a running control plane.
@@ -70,6 +74,8 @@ type Cluster struct {
 	server  string
 	// auditPolicy is Options.AuditPolicy.
 	auditPolicy []byte
+	// node is the real node, nil without Options.RealNode.
+	node *Node
 
 	kubeconfig string
 	restConfig *rest.Config
