@@ -38,14 +38,16 @@ istio_api_version=v1.32.0
 containerd_version=v2.4.2
 runc_version=v1.5.3
 cni_plugins_version=v1.10.0
+cri_tools_version=v1.37.0
 crds_key="gatewayapi-$gateway_api_version-envoygateway-$envoy_gateway_version-traefik-$traefik_version-istioapi-$istio_api_version"
 
 dir_for() {
 	case "$1" in
 	kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy) echo "$cache/kubernetes-$kube_version" ;;
-	containerd|containerd-shim-runc-v2) echo "$cache/containerd-$containerd_version" ;;
+	containerd|containerd-shim-runc-v2|ctr) echo "$cache/containerd-$containerd_version" ;;
 	runc) local v; v=$(debian_version libseccomp-dev) || return 1; echo "$cache/runc-$runc_version-libseccomp-$v" ;;
 	bridge|host-local|loopback) echo "$cache/cni-plugins-$cni_plugins_version" ;;
+	crictl) echo "$cache/cri-tools-$cri_tools_version" ;;
 	nft) local v; v=$(debian_version nftables) || return 1; echo "$cache/nftables-$v" ;;
 	etcd) echo "$cache/etcd-$etcd_version" ;;
 	kwok) echo "$cache/kwok-$kwok_version" ;;
@@ -160,14 +162,16 @@ go_install() {
 	say "installed $name in $((SECONDS - start))s"
 }
 
-# containerd and its runc shim are pure Go; the CRI plugin is built in.
+# containerd and its runc shim are pure Go; the CRI plugin is built in. ctr imports images
+# into it; crictl removes the node's pods through the CRI when the cluster stops.
 build_containerd() {
 	local dir; dir=$(dir_for containerd)
 	local cmd
-	for cmd in containerd containerd-shim-runc-v2; do
+	for cmd in containerd containerd-shim-runc-v2 ctr; do
 		CGO_ENABLED=0 go_install "$cmd" "$dir" "github.com/containerd/containerd/v2/cmd/$cmd@$containerd_version" \
 			-ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$containerd_version"
 	done
+	CGO_ENABLED=0 go_install crictl "$(dir_for crictl)" "sigs.k8s.io/cri-tools/cmd/crictl@$cri_tools_version" -ldflags "-s -w"
 }
 
 # runc needs seccomp: the CRI gives every sandbox a seccomp profile, and a runc without seccomp

@@ -1,5 +1,6 @@
 // Command image builds the project's container images without a container engine, one per
-// command: zerowake-controller and zerowake-gate. Each is a from-scratch image per platform
+// command: zerowake-controller and zerowake-gate by default, or the ones -images names (also
+// pause and testapp, the sandbox and the workload of the real node in hack/localcluster). Each is a from-scratch image per platform
 // holding one static binary, a passwd entry for its non-root user and nothing else (no shell,
 // no package manager). For each image it writes an OCI image index as an OCI layout in
 // OUT/NAME/, its digest, and an SPDX SBOM per platform from the Go build information of the
@@ -35,10 +36,20 @@ const (
 	userName = "nonroot"
 )
 
-// imageNames are the images built, each named after the command (./cmd/NAME) it runs.
-var imageNames = []string{"zerowake-controller", "zerowake-gate"}
+// imagePackages are the images this command can build, each named after the command it runs,
+// with that command's package in the repository.
+var imagePackages = map[string]string{
+	"zerowake-controller": "./cmd/zerowake-controller",
+	"zerowake-gate":       "./cmd/zerowake-gate",
+	"pause":               "./hack/pause",
+	"testapp":             "./hack/testapp",
+}
+
+// defaultImages are the images the project ships.
+const defaultImages = "zerowake-controller,zerowake-gate"
 
 type options struct {
+	images    []string
 	root      string
 	version   string
 	out       string
@@ -82,11 +93,11 @@ func run(ctx context.Context, args []string) error {
 		if err := buildBinaries(ctx, opts, p, dir); err != nil {
 			return err
 		}
-		for _, name := range imageNames {
+		for _, name := range opts.images {
 			binaries[name] = append(binaries[name], platformBuild{platform: p, binary: filepath.Join(dir, name)})
 		}
 	}
-	for _, name := range imageNames {
+	for _, name := range opts.images {
 		digest, err := buildImage(ctx, opts, name, binaries[name])
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -134,6 +145,7 @@ func parseFlags(args []string) (*options, error) {
 	platforms := fs.String("platforms", "linux/amd64,linux/arm64", "Comma-separated os/arch list.")
 	epoch := fs.String("source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "Seconds since the epoch for every time in the image (default $SOURCE_DATE_EPOCH, else the last commit's time).")
 	pushTo := fs.String("push", "", "Registry and path prefix (e.g. ghcr.io/zerowake) to push the images to, as PREFIX/NAME:VERSION.")
+	images := fs.String("images", defaultImages, "Comma-separated images to build, from: zerowake-controller, zerowake-gate, pause, testapp.")
 	source := fs.String("source", "https://github.com/zerowake/zerowake", "Source repository URL for the image annotations.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -142,7 +154,14 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("-root, -version and -out are required")
 	}
 	o := &options{version: *version, push: strings.TrimSuffix(*pushTo, "/"), source: *source}
-	for _, name := range imageNames {
+	for _, name := range strings.Split(*images, ",") {
+		name = strings.TrimSpace(name)
+		if _, ok := imagePackages[name]; !ok {
+			return nil, fmt.Errorf("-images: unknown image %q", name)
+		}
+		o.images = append(o.images, name)
+	}
+	for _, name := range o.images {
 		// A repository named after one image would give PREFIX/zerowake-controller/zerowake-gate.
 		if strings.HasSuffix(o.push, "/"+name) {
 			return nil, fmt.Errorf("-push %s: give the registry prefix the images go under (e.g. ghcr.io/zerowake), without an image name", o.push)
@@ -192,8 +211,8 @@ func parseFlags(args []string) (*options, error) {
 func buildBinaries(ctx context.Context, opts *options, p platform, dir string) error {
 	ldflags := "-s -w -buildid= -X github.com/zerowake/zerowake/internal/version.version=" + opts.version
 	args := []string{"build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags, "-o", dir + string(filepath.Separator)}
-	for _, name := range imageNames {
-		args = append(args, "./cmd/"+name)
+	for _, name := range opts.images {
+		args = append(args, imagePackages[name])
 	}
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = opts.root
@@ -201,7 +220,7 @@ func buildBinaries(ctx context.Context, opts *options, p platform, dir string) e
 		"GOAMD64=v1", "GOARM64=v8.0", "GOFLAGS=-mod=readonly")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("building %s for %s: %w", strings.Join(imageNames, ", "), p, err)
+		return fmt.Errorf("building %s for %s: %w", strings.Join(opts.images, ", "), p, err)
 	}
 	return nil
 }
