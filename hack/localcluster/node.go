@@ -164,13 +164,6 @@ func cgroupMounts() ([]string, error) {
 	return mounts, nil
 }
 
-// cgroupV2 reports whether the host runs cgroup v2 only (unified mode).
-func cgroupV2() bool {
-	var st syscall.Statfs_t
-	const cgroup2Magic = 0x63677270
-	return syscall.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == cgroup2Magic
-}
-
 func (c *Cluster) nodePath(elem ...string) string {
 	return c.path(append([]string{"node"}, elem...)...)
 }
@@ -227,6 +220,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
       runtime_type = "io.containerd.runc.v2"
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
         BinaryName = %[5]q
+        Root = %[9]q
         SystemdCgroup = false
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = [%[6]q]
@@ -242,7 +236,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 `, c.nodePath("containerd", "root"), c.nodePath("containerd", "state"), n.socket, n.socket+".ttrpc",
-		c.nodeBin.runc, c.nodeBin.cniDir, c.nodePath("cni"), sandboxImage)
+		c.nodeBin.runc, c.nodeBin.cniDir, c.nodePath("cni"), sandboxImage, c.nodePath("runc"))
 	if err := os.WriteFile(c.nodePath("containerd.toml"), []byte(containerd), 0o644); err != nil {
 		return err
 	}
@@ -269,6 +263,8 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
 		return err
 	}
 
+	// cgroupfs, not systemd: the node must not depend on the host's init system, and cgroupfs
+	// works on v1, hybrid and v2 hosts alike.
 	cgroupDriver := "cgroupfs"
 	kubelet := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -287,9 +283,11 @@ authorization:
 # This host may run cgroup v1; kubelets since 1.35 refuse it unless told otherwise.
 failCgroupV1: false
 cgroupDriver: %[4]s
-# No QoS hierarchy and no node allocatable enforcement: the node is a guest on a machine it
-# does not own. Pods go under their own cgroup parent, which Stop removes.
-cgroupsPerQOS: false
+# Every pod's cgroup lies below the cluster's own cgroup root (kubepods/...), which Stop
+# removes; without the QoS hierarchy the kubelet would ignore cgroupRoot and containerd would
+# put pods under /k8s.io, shared with every other node on the machine. No node allocatable
+# enforcement: the node is a guest on a machine it does not own.
+cgroupsPerQOS: true
 enforceNodeAllocatable: []
 cgroupRoot: %[5]q
 failSwapOn: false
@@ -535,7 +533,32 @@ func (c *Cluster) stopNode(procs []*process) error {
 		}
 		errs = append(errs, p.stop(stopTimeout))
 	}
-	errs = append(errs, killInNetns(n.ns), unmountUnder(c.nodePath()), removeCgroups(n.cgroupParent))
+	errs = append(errs, killInNetns(n.ns), unmountUnder(c.nodePath()), removeCgroups(n.cgroupParent), removeLogLinks(c.nodePath()))
+	return errors.Join(errs...)
+}
+
+// containerLogLinks is where every kubelet links its containers' logs, whatever its
+// configuration says; the links of pods removed through the CRI stay behind.
+const containerLogLinks = "/var/log/containers"
+
+// removeLogLinks removes the links in containerLogLinks that point into dir.
+func removeLogLinks(dir string) error {
+	entries, err := os.ReadDir(containerLogLinks)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		link := filepath.Join(containerLogLinks, e.Name())
+		if target, err := os.Readlink(link); err == nil && strings.HasPrefix(target, dir+"/") {
+			if err := os.Remove(link); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	return errors.Join(errs...)
 }
 

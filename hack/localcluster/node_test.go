@@ -267,6 +267,23 @@ func checkNothingLeft(t *testing.T, dir, netns string, before map[int]string) {
 	if _, err := os.Stat(netns); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the network namespace %s is still there (%v)", netns, err)
 	}
+	// The namespace zw-ID has the veth zwh-ID on the host and the cgroup root localcluster-ID.
+	id := strings.TrimPrefix(filepath.Base(netns), "zw-")
+	if _, err := net.InterfaceByName("zwh-" + id); err == nil {
+		t.Errorf("the host's end of the veth pair, zwh-%s, is still there", id)
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/localcluster-" + id); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/localcluster-" + id); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
+	}
+	links, _ := os.ReadDir("/var/log/containers")
+	for _, l := range links {
+		if target, err := os.Readlink(filepath.Join("/var/log/containers", l.Name())); err == nil && strings.HasPrefix(target, dir+"/") {
+			t.Errorf("log link left: /var/log/containers/%s -> %s", l.Name(), target)
+		}
+	}
 	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Fatal(err)
