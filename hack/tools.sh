@@ -3,7 +3,7 @@
 # proxy only, and caches them outside the repository, keyed by version, so later runs reuse them.
 #
 #   hack/tools.sh [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]...   build what is missing
-#   hack/tools.sh path NAME                                               print where NAME is (or will be)
+#   hack/tools.sh path NAME...                                            print where each NAME is (or will be)
 #
 # The cache lives in $ZEROWAKE_CACHE (default: ~/.cache/zerowake). Versions come from the small
 # modules under hack/tools/ and from the project's go.mod, so there is one place to change each.
@@ -359,8 +359,11 @@ fetch_crds() {
 }
 
 if [ "${1:-}" = path ]; then
-	dir=$(dir_for "$2")
-	echo "$dir/$2"
+	shift
+	for name in "$@"; do
+		dir=$(dir_for "$name")
+		echo "$dir/$name"
+	done
 	exit 0
 fi
 [ $# -eq 0 ] && set -- all
@@ -377,6 +380,6 @@ for what in "$@"; do
 	lint) build_lint ;;
 	helm) build_helm ;;
 	crds) fetch_crds ;;
-	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]... | path NAME" >&2; exit 2 ;;
+	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]... | path NAME..." >&2; exit 2 ;;
 	esac
 done

@@ -80,15 +80,8 @@ func ensureBinaries(root string, log io.Writer, realNode bool) (*binaries, *node
 	if err != nil || !realNode {
 		return b, nil, err
 	}
-	names := []string{"containerd", "containerd-shim-runc-v2", "ctr", "crictl", "runc", "kubelet", "kube-proxy", "nft", "bridge", "pause"}
-	paths := make([]string, len(names))
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, name := range names {
-		wg.Go(func() { paths[i], errs[i] = toolPath(root, name) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	paths, err := toolPaths(root, "containerd", "containerd-shim-runc-v2", "ctr", "crictl", "runc", "kubelet", "kube-proxy", "nft", "bridge", "pause")
+	if err != nil {
 		return nil, nil, err
 	}
 	return b, &nodeBinaries{
@@ -163,4 +156,25 @@ func toolPath(root, name string) (string, error) {
 		return "", fmt.Errorf("%s was not built: %w", name, err)
 	}
 	return path, nil
+}
+
+// toolPaths is toolPath for several tools at once, in one run of hack/tools.sh.
+func toolPaths(root string, names ...string) ([]string, error) {
+	var stderr bytes.Buffer
+	cmd := exec.Command("bash", append([]string{filepath.Join(root, "hack", "tools.sh"), "path"}, names...)...)
+	cmd.Dir, cmd.Stderr = root, &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("hack/tools.sh path %s: %w: %s", strings.Join(names, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	paths := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(paths) != len(names) {
+		return nil, fmt.Errorf("hack/tools.sh path %s printed %d lines, want %d", strings.Join(names, " "), len(paths), len(names))
+	}
+	for i, path := range paths {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("%s was not built: %w", names[i], err)
+		}
+	}
+	return paths, nil
 }
