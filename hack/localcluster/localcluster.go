@@ -114,7 +114,7 @@ const (
 
 // owned lists what a cluster creates in its directory, apart from logs, so that a new cluster
 // or Down can clear it without touching anything else a user keeps there.
-var owned = []string{stateFile, "etcd", "pki", "config", "kubeconfig", "kubectl-cache"}
+var owned = []string{stateFile, "etcd", "pki", "config", "kubeconfig", "kubectl-cache", "node"}
 
 // Start builds missing binaries, starts a control plane and waits until it can run pods.
 // On error nothing is left running; the directory is kept so that its logs can be read.
@@ -174,8 +174,15 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 		c.node = &Node{c: c, name: nodeName, ns: ns, socket: c.nodePath("containerd.sock"),
-			cgroupParent: "/localcluster-" + strings.TrimPrefix(ns.name, "zw-")}
+			cgroupParent: cgroupParentFor(ns)}
 		c.host = ns.nsIP.String()
+		// Recorded so that a later Start can clean up after a cluster whose process was killed.
+		if err := os.MkdirAll(c.nodePath(), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(c.nodePath(netnsFile), []byte(ns.name+"\n"), 0o644); err != nil {
+			return nil, err
+		}
 		c.logf("network namespace %s, apiserver at %s", ns.path(), c.host)
 	}
 	if err := c.start(ctx, opts.Nodes); err != nil {

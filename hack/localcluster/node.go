@@ -537,6 +537,34 @@ func (c *Cluster) stopNode(procs []*process) error {
 	return errors.Join(errs...)
 }
 
+// netnsFile, in the node's directory, names the cluster's network namespace.
+const netnsFile = "netns"
+
+// sweepNode removes what the real node of a dead cluster in dir left behind: processes in its
+// namespace and their descendants, mounts under dir, the pods' cgroups, log links and the
+// namespace. A directory without a real node needs nothing but its unmounting.
+func sweepNode(dir string) error {
+	data, err := os.ReadFile(filepath.Join(dir, "node", netnsFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return unmountUnder(dir)
+	}
+	if err != nil {
+		return err
+	}
+	name := strings.TrimSpace(string(data))
+	if !strings.HasPrefix(name, "zw-") || strings.ContainsAny(name, "/.") {
+		return fmt.Errorf("%s: not a namespace of ours: %q", filepath.Join(dir, "node", netnsFile), name)
+	}
+	ns := &netns{name: name}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return errors.Join(killInNetns(ns), unmountUnder(dir), removeCgroups(cgroupParentFor(ns)),
+		removeLogLinks(filepath.Join(dir, "node")), ns.delete(ctx))
+}
+
+// cgroupParentFor names the cgroup root of the pods of the node in ns.
+func cgroupParentFor(ns *netns) string { return "/localcluster-" + strings.TrimPrefix(ns.name, "zw-") }
+
 // containerLogLinks is where every kubelet links its containers' logs, whatever its
 // configuration says; the links of pods removed through the CRI stay behind.
 const containerLogLinks = "/var/log/containers"

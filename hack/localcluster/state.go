@@ -181,6 +181,11 @@ func sweepTempDirs() {
 		if json.Unmarshal(data, &owner) != nil || owner.alive() {
 			continue
 		}
+		// A real node's containers, mounts, cgroups and namespace outlive a killed owner.
+		// Never remove files through a mount that is still there.
+		if sweepNode(dir) != nil {
+			continue
+		}
 		_ = os.RemoveAll(dir)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 )
 
@@ -118,15 +117,8 @@ func ensureTools(root string, log io.Writer, realNode bool) (*binaries, error) {
 		return nil, fmt.Errorf("%s %s: %w", tools, strings.Join(targets, " "), err)
 	}
 
-	names := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok"}
-	paths := make([]string, len(names))
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, name := range names {
-		wg.Go(func() { paths[i], errs[i] = toolPath(root, name) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	paths, err := toolPaths(root, "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+	if err != nil {
 		return nil, err
 	}
 	b := &binaries{
@@ -143,22 +135,8 @@ func ensureTools(root string, log io.Writer, realNode bool) (*binaries, error) {
 	return b, nil
 }
 
-func toolPath(root, name string) (string, error) {
-	var stderr bytes.Buffer
-	cmd := exec.Command("bash", filepath.Join(root, "hack", "tools.sh"), "path", name)
-	cmd.Dir, cmd.Stderr = root, &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("hack/tools.sh path %s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
-	}
-	path := strings.TrimSpace(string(out))
-	if _, err := os.Stat(path); err != nil {
-		return "", fmt.Errorf("%s was not built: %w", name, err)
-	}
-	return path, nil
-}
-
-// toolPaths is toolPath for several tools at once, in one run of hack/tools.sh.
+// toolPaths returns where hack/tools.sh put the named tools, in one run of it, and fails
+// unless each exists.
 func toolPaths(root string, names ...string) ([]string, error) {
 	var stderr bytes.Buffer
 	cmd := exec.Command("bash", append([]string{filepath.Join(root, "hack", "tools.sh"), "path"}, names...)...)
