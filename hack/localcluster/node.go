@@ -128,11 +128,48 @@ func NodeRequirements() error {
 	if _, err := cgroupMounts(); err != nil {
 		errs = append(errs, err)
 	}
+	if err := checkKernelTunables(); err != nil {
+		errs = append(errs, err)
+	}
 	if _, err := exec.LookPath("apt-get"); err != nil {
 		errs = append(errs, errors.New("apt-get is missing: hack/tools.sh node takes libseccomp and nft from the Debian archive"))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("this host cannot run a real node: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// kubeletKernelTunables are the kernel settings a kubelet insists on. A kubelet changes them
+// machine-wide unless told to protect them (protectKernelDefaults), which the node does: a
+// test harness has no business changing how the kernel reacts to an oops. So they must be set
+// beforehand, by whoever owns the machine.
+var kubeletKernelTunables = []struct {
+	name  string
+	value int
+}{
+	{"vm.overcommit_memory", 1},
+	{"vm.panic_on_oom", 0},
+	{"kernel.panic", 10},
+	{"kernel.panic_on_oops", 1},
+	{"kernel.keys.root_maxkeys", 1000000},
+	{"kernel.keys.root_maxbytes", 25000000},
+}
+
+func checkKernelTunables() error {
+	var wrong []string
+	for _, t := range kubeletKernelTunables {
+		path := "/proc/sys/" + strings.ReplaceAll(t.name, ".", "/")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+		if v, err := strconv.Atoi(strings.TrimSpace(string(data))); err != nil || v != t.value {
+			wrong = append(wrong, fmt.Sprintf("%s=%d", t.name, t.value))
+		}
+	}
+	if len(wrong) > 0 {
+		return fmt.Errorf("the kubelet needs kernel settings that this machine lacks, and the node does not change them itself; if that is acceptable here, run: sysctl -w %s", strings.Join(wrong, " "))
 	}
 	return nil
 }
@@ -291,6 +328,8 @@ cgroupsPerQOS: true
 enforceNodeAllocatable: []
 cgroupRoot: %[5]q
 failSwapOn: false
+# Never change the machine's kernel settings; NodeRequirements checks them instead.
+protectKernelDefaults: true
 resolvConf: ""
 podLogsDir: %[6]q
 volumePluginDir: %[7]q
