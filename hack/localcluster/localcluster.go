@@ -139,9 +139,6 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("localcluster: %w", err)
 	}
 	if opts.RealNode {
-		if opts.Detach {
-			return nil, errors.New("localcluster: a detached cluster cannot have a real node yet")
-		}
 		if err := NodeRequirements(); err != nil {
 			return nil, fmt.Errorf("localcluster: %w", err)
 		}
@@ -213,6 +210,10 @@ func (c *Cluster) prepareDir(dir string) error {
 			return fmt.Errorf("a cluster is already running in %s (%s); stop it first (localcluster down --dir %s)",
 				dir, strings.Join(alive, ", "), dir)
 		}
+	}
+	// What a real node left (mounts above all) goes before any file is removed.
+	if err := sweepNode(dir); err != nil {
+		return fmt.Errorf("cleaning up after the real node of a previous cluster in %s: %w", dir, err)
 	}
 	for _, name := range append(slices.Clone(owned), "logs") {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {

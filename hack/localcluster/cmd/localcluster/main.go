@@ -1,6 +1,6 @@
 // Command localcluster runs the project's local control plane (see package localcluster).
 //
-//	localcluster up   [--dir DIR]             start a cluster that outlives the command
+//	localcluster up   [--dir DIR] [--real-node]  start a cluster that outlives the command
 //	localcluster down [--dir DIR]             stop it
 //	localcluster run  [--dir DIR] [--real-node] -- CMD ...  start a cluster, run CMD with KUBECONFIG set, stop it
 package main
@@ -21,14 +21,15 @@ import (
 )
 
 const usage = `usage:
-  localcluster up   [--dir DIR] [--nodes N]            start a cluster in the background
+  localcluster up   [--dir DIR] [--nodes N] [--real-node]
+                                                       start a cluster in the background
   localcluster down [--dir DIR]                        stop the cluster that up started
   localcluster run  [--dir DIR] [--nodes N] [--real-node] -- CMD...
                                                        start a cluster, run CMD with KUBECONFIG
-                                                       set, and stop the cluster when CMD exits;
-                                                       --real-node adds a real node and runs the
-                                                       cluster in a network namespace, whose path
-                                                       CMD finds in $LOCALCLUSTER_NETNS
+                                                       set, and stop the cluster when CMD exits
+
+--real-node adds a real node (root only) and runs the cluster in a network namespace; run
+passes its path to CMD as $LOCALCLUSTER_NETNS.
 
 up and down use DIR (default %s); run uses a temporary
 directory unless --dir is given. Component logs are in DIR/logs.
@@ -75,7 +76,7 @@ func flagsNode(name, defaultDir string, args []string) (dir string, nodes int, r
 	if name != "down" {
 		fs.IntVar(&nodes, "nodes", 1, "number of kwok nodes")
 	}
-	if name == "run" {
+	if name != "down" {
 		fs.BoolVar(&realNode, "real-node", false, "also start a real node (root only), the cluster inside a network namespace")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -85,7 +86,7 @@ func flagsNode(name, defaultDir string, args []string) (dir string, nodes int, r
 }
 
 func up(args []string) error {
-	dir, nodes, rest, err := flags("up", localcluster.DefaultDir(), args)
+	dir, nodes, realNode, rest, err := flagsNode("up", localcluster.DefaultDir(), args)
 	if err != nil {
 		return err
 	}
@@ -98,9 +99,12 @@ func up(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Detach: true, Nodes: nodes})
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Detach: true, Nodes: nodes, RealNode: realNode})
 	if err != nil {
 		return err
+	}
+	if n := c.Node(); n != nil {
+		fmt.Printf("\nThe real node %s and the cluster run in the network namespace %s (nsenter --net=%s).\n", n.Name(), n.NetNS(), n.NetNS())
 	}
 	fmt.Printf("\nThe cluster runs in the background; logs are in %s/logs.\n\n  export KUBECONFIG=%s\n\nStop it with: localcluster down --dir %s\n",
 		c.Dir(), c.Kubeconfig(), c.Dir())
