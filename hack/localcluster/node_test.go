@@ -3,6 +3,8 @@ package localcluster_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -40,8 +42,9 @@ func TestRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	images := t.TempDir()
+	// Two platforms, as the project's own images have: ImportImage must pick linux/amd64.
 	build := exec.Command("go", "run", ".", "-root", root, "-version", "test", "-out", images,
-		"-images", "testapp", "-platforms", "linux/amd64", "-source-date-epoch", "0")
+		"-images", "testapp", "-platforms", "linux/amd64,linux/arm64", "-source-date-epoch", "0")
 	build.Dir = filepath.Join(root, "hack", "tools", "image")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the testapp image: %v\n%s", err, out)
@@ -159,6 +162,32 @@ func TestRealNode(t *testing.T) {
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("GET %s: %v (kube-proxy log: %s)", url, err, c.LogFile("kube-proxy"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Pods reach the apiserver through the kubernetes Service, as in-cluster clients do; its
+	// certificate must name that address.
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.CAData())
+	apiClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext:     node.DialContext,
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+	}}
+	defer apiClient.CloseIdleConnections()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://10.96.0.1:443/readyz", nil)
+		resp, err := apiClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			// Anonymous requests may read /readyz (system:public-info-viewer).
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET /readyz through the kubernetes Service: %s", resp.Status)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the apiserver through the kubernetes Service: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
