@@ -215,21 +215,25 @@ build_cni() {
 	done
 }
 
-# kube-proxy (nftables mode) programs Services with the nft command: Debian's, with the two
-# libraries it needs that a minimal Debian lacks, unpacked beside it (run it with
-# LD_LIBRARY_PATH=DIR/lib).
+# kube-proxy (nftables mode) programs Services with the nft command: Debian's, with every
+# library it loads beyond libc unpacked beside it (run it with LD_LIBRARY_PATH=DIR/lib), so that
+# a minimal Debian without them works too.
 build_nft() {
 	local dir; dir=$(dir_for nft)
 	[ -x "$dir/nft" ] && return 0
 	local version; version=$(debian_version nftables)
-	say "fetching nftables $version from the Debian archive into $dir"
+	say "fetching nftables $version and its libraries from the Debian archive into $dir"
 	local tmp="$dir.tmp.$$"
 	rm -rf "$tmp" && mkdir -p "$tmp/root" "$tmp/lib"
-	debian_unpack "$tmp/root" "nftables=$version" "libnftables1=$(debian_version libnftables1)" \
-		"libnftnl11=$(debian_version libnftnl11)"
-	cp -a "$tmp/root"/usr/lib/x86_64-linux-gnu/libnftables.so* "$tmp/root"/usr/lib/x86_64-linux-gnu/libnftnl.so* "$tmp/lib/"
+	local pkgs=("nftables=$version") pkg
+	for pkg in libnftables1 libnftnl11 libmnl0 libxtables12 libjansson4 libgmp10 libedit2 libbsd0 libmd0 libtinfo6; do
+		pkgs+=("$pkg=$(debian_version "$pkg")")
+	done
+	debian_unpack "$tmp/root" "${pkgs[@]}"
+	find "$tmp/root" -name '*.so*' \( -type f -o -type l \) -exec cp -a {} "$tmp/lib/" \;
 	cp "$tmp/root/usr/sbin/nft" "$tmp/nft"
 	rm -rf "$tmp/root"
+	LD_LIBRARY_PATH="$tmp/lib" "$tmp/nft" --version >/dev/null
 	mkdir -p "$(dirname "$dir")"
 	rm -rf "$dir" && mv "$tmp" "$dir"
 }
