@@ -237,7 +237,9 @@ func (c *Cluster) startNode(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := c.await(ctx, "the real node Ready", kubelet, func(ctx context.Context) error {
+	// Ready and untainted: the controller manager lifts the not-ready taint moments after the
+	// kubelet reports Ready, and until then the scheduler would not place pods here.
+	if err := c.await(ctx, "the real node Ready and untainted", kubelet, func(ctx context.Context) error {
 		node, err := c.client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -245,6 +247,9 @@ func (c *Cluster) startNode(ctx context.Context) error {
 		for _, cond := range node.Status.Conditions {
 			if cond.Type == corev1.NodeReady {
 				if cond.Status == corev1.ConditionTrue {
+					if len(node.Spec.Taints) > 0 {
+						return fmt.Errorf("node %s has taints %v", nodeName, node.Spec.Taints)
+					}
 					return nil
 				}
 				return fmt.Errorf("node %s: %s: %s", nodeName, cond.Reason, cond.Message)
