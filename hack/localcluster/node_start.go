@@ -48,20 +48,20 @@ func (c *Cluster) writeNodeConfig(ca *authority) error {
 		}
 	}
 
-	containerd := fmt.Sprintf(`version = 3
+	containerd := fmt.Sprintf(`version = 4
 root = %[1]q
 state = %[2]q
 # Plugins that would write outside the cluster's directory, and that a test node never needs.
 disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.erofs"]
 
-[grpc]
-  address = %[3]q
-
-[ttrpc]
-  address = %[4]q
-
 [debug]
   level = "info"
+
+[plugins.'io.containerd.server.v1.grpc']
+  address = %[3]q
+
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = %[4]q
 
 [plugins.'io.containerd.cri.v1.runtime']
   # Without CAP_SYS_RESOURCE runc cannot lower oom_score_adj below ours, as sandboxes ask.
