@@ -217,6 +217,15 @@ func (c *Controller) sleepStep(ctx context.Context, key cache.ObjectName, cached
 		if !entry.State.ReadyFor(minReplicas) {
 			return false, nil
 		}
+		if !s.config.Activity.HasSynced() || !s.config.Members.HasSynced() {
+			// Not before the Leases are known (a controller without the rights to read them
+			// never puts anything to sleep): activity or a gate unseen would be missed.
+			if _, _, ok, _ := s.idleAfter(entry); ok {
+				c.queue.AddAfter(key, drainPoll*5)
+				return true, nil
+			}
+			return false, nil
+		}
 		return c.considerSleep(ctx, key, cached, target, entry)
 	}
 	return false, nil

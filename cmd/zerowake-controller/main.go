@@ -341,9 +341,7 @@ func run(ctx context.Context, opts *options) error {
 			f.Shutdown()
 		}
 	}()
-	if sleep != nil && !cache.WaitForCacheSync(ctx.Done(), sleep.Activity.HasSynced, sleep.Members.HasSynced) {
-		return errors.New("timed out waiting for the Lease caches to sync")
-	}
+
 
 	var leaderHealth *leaderelection.HealthzAdaptor
 	if opts.leaderElect {
