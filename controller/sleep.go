@@ -476,7 +476,7 @@ func (c *Controller) callOffSleep(ctx context.Context, key cache.ObjectName, cac
 		sr.Status.Phase = v1alpha1.PhaseReady
 		meta.SetStatusCondition(&sr.Status.Conditions, metav1.Condition{
 			Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonTargetReady,
-			Message: fmt.Sprintf("%s has %d/%d ready replicas; its sleep was called off", ref, state.ReadyReplicas, minReplicas),
+			Message:            fmt.Sprintf("%s has %d/%d ready replicas; its sleep was called off", ref, state.ReadyReplicas, minReplicas),
 			ObservedGeneration: sr.Generation, LastTransitionTime: metav1.Time{Time: now},
 		})
 	} else {

@@ -342,7 +342,6 @@ func run(ctx context.Context, opts *options) error {
 		}
 	}()
 
-
 	var leaderHealth *leaderelection.HealthzAdaptor
 	if opts.leaderElect {
 		leaderHealth = leaderelection.NewLeaderHealthzAdaptor(20 * time.Second)
