@@ -297,7 +297,8 @@ func (c *Controller) considerSleep(ctx context.Context, key cache.ObjectName, ca
 	if current.Replicas == 0 {
 		return false, nil // someone else lowered it; the follow path says Idle
 	}
-	since := metav1.NewMicroTime(now)
+	// As the API server keeps it: drain marks and the later checks compare it exactly.
+	since := metav1.NewMicroTime(now.Truncate(time.Microsecond))
 	sr := cached.DeepCopy()
 	sr.Status.Phase = v1alpha1.PhaseDraining
 	sr.Status.DrainingSince = &since
