@@ -1,6 +1,7 @@
 package activity
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	coordinationlisters "k8s.io/client-go/listers/coordination/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -153,4 +155,35 @@ func (r *Recorder) renew(cached *coordinationv1.Lease, now time.Time, key string
 	default:
 		klog.FromContext(ctx).V(2).Info("Could not record activity", "lease", key, "err", err)
 	}
+}
+
+// Once records activity with one read and at most one write, without an informer: for a
+// short-lived caller such as kubectl zerowake. A workload without an activity Lease costs the
+// read only.
+type Once struct {
+	Leases   coordinationclient.LeasesGetter
+	Identity string
+	// Timeout bounds the read and the write. Default 5s.
+	Timeout time.Duration
+}
+
+// Touch renews the workload's activity Lease if it has one; failures are ignored (a caller
+// without the rights records nothing, and the workload may sleep sooner).
+func (o Once) Touch(namespace, kind, name string) {
+	if o.Leases == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cmp.Or(o.Timeout, 5*time.Second))
+	defer cancel()
+	leases := o.Leases.Leases(namespace)
+	lease, err := leases.Get(ctx, LeaseName(kind, name), metav1.GetOptions{})
+	if err != nil {
+		return
+	}
+	now := metav1.NewMicroTime(time.Now())
+	lease.Spec.RenewTime = &now
+	if o.Identity != "" {
+		lease.Spec.HolderIdentity = &o.Identity
+	}
+	_, _ = leases.Update(ctx, lease, metav1.UpdateOptions{FieldManager: "zerowake-activity"})
 }
