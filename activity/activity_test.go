@@ -155,7 +155,6 @@ func TestTouchTakesAConflictForSomeoneElsesRenewal(t *testing.T) {
 	}
 }
 
-
 func conflict() error {
 	return apierrors.NewConflict(schema.GroupResource{Group: "coordination.k8s.io", Resource: "leases"}, "x", nil)
 }
