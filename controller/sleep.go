@@ -72,8 +72,9 @@ type sleeps struct {
 	mu sync.Mutex
 	// activitySeen maps an activity Lease (namespace/name) to when its renewTime last changed.
 	activitySeen map[string]time.Time
-	// members maps a membership Lease (namespace/name) to when the controller saw it change.
-	members   map[string]time.Time
+	// members maps a membership Lease (namespace/name) to the version the controller last saw
+	// and when it first saw it.
+	members   map[string]memberSeen
 	decisions map[cache.ObjectName]sleepDecision
 	// overrides lists, per target id, when a sleep of it was undone by something else.
 	overrides map[string][]time.Time
@@ -92,7 +93,7 @@ func (c *Controller) startSleeping() error {
 	}
 	c.sleeps = &sleeps{
 		config: *cfg, startedAt: c.clock.Now(),
-		activitySeen: map[string]time.Time{}, members: map[string]time.Time{},
+		activitySeen: map[string]time.Time{}, members: map[string]memberSeen{},
 		decisions: map[cache.ObjectName]sleepDecision{}, overrides: map[string][]time.Time{}, stopped: map[string]string{},
 	}
 	s := c.sleeps
@@ -143,16 +144,38 @@ func (s *sleeps) sawActivity(l *coordinationv1.Lease, now time.Time) {
 	s.mu.Unlock()
 }
 
+// memberSeen is a membership Lease's version (its resourceVersion and renewTime) and when the
+// controller first saw it.
+type memberSeen struct {
+	version string
+	at      time.Time
+}
+
 func (c *Controller) sawMember(obj any) {
 	l, ok := obj.(*coordinationv1.Lease)
 	if !ok {
 		return
 	}
-	s := c.sleeps
-	s.mu.Lock()
-	s.members[l.Namespace+"/"+l.Name] = c.clock.Now()
-	s.mu.Unlock()
+	c.sleeps.memberSeenAt(l, c.clock.Now())
 	c.queueDrainsOf("")
+}
+
+// memberSeenAt returns when the controller first saw the Lease at its current version, noting
+// now if this is the first time: the cache may show a renewal before its event is handled.
+func (s *sleeps) memberSeenAt(l *coordinationv1.Lease, now time.Time) time.Time {
+	key := l.Namespace + "/" + l.Name
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	version := l.ResourceVersion
+	if rt := l.Spec.RenewTime; rt != nil {
+		version += "@" + rt.UTC().Format(time.RFC3339Nano)
+	}
+	seen, ok := s.members[key]
+	if !ok || seen.version != version {
+		seen = memberSeen{version: version, at: now}
+		s.members[key] = seen
+	}
+	return seen.at
 }
 
 // queueDrainsOf queues the drains under way whose activity Lease is lease ("" for all of them).
@@ -441,13 +464,7 @@ func (c *Controller) unacknowledged(mark string) time.Duration {
 		if l.Spec.LeaseDurationSeconds != nil {
 			duration = time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
 		}
-		s.mu.Lock()
-		seen, known := s.members[l.Namespace+"/"+l.Name]
-		s.mu.Unlock()
-		if !known || seen.Before(s.startedAt) {
-			seen = s.startedAt
-		}
-		expiry := seen.Add(duration).Sub(now)
+		expiry := s.memberSeenAt(l, now).Add(duration).Sub(now)
 		if expiry <= 0 {
 			continue // gone, and fenced since
 		}
