@@ -31,11 +31,19 @@ func Interval(idleAfter time.Duration) time.Duration {
 	return max(idleAfter/5, MinInterval)
 }
 
+// MaxLag is the most a renewal may lag the activity it records, for a workload that sleeps after
+// idleAfter: a Recorder renews once its copy is an interval old plus its own offset of up to a
+// fifth of an interval (so that several gates do not all renew at the same moment).
+func MaxLag(idleAfter time.Duration) time.Duration {
+	i := Interval(idleAfter)
+	return i + i/5
+}
+
 // IdleSince reports whether a workload whose activity the controller last saw change at
-// lastChange is idle at now: no change for idle-after plus one interval (the renewal lag), so
-// that it has truly been unused for at least idle-after.
+// lastChange is idle at now: no change for idle-after plus the renewal lag, so that it has
+// truly been unused for at least idle-after.
 func IdleSince(lastChange, now time.Time, idleAfter time.Duration) (idle bool, remaining time.Duration) {
-	at := lastChange.Add(idleAfter + Interval(idleAfter))
+	at := lastChange.Add(idleAfter + MaxLag(idleAfter))
 	if !now.Before(at) {
 		return true, 0
 	}

@@ -32,13 +32,16 @@ func TestInterval(t *testing.T) {
 func TestIdleSinceCountsTheRenewalLag(t *testing.T) {
 	last := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
 	idleAfter := 5 * time.Minute
-	// A renewal may come up to one interval (1m) after the activity it records, so only 6m
-	// without a change proves 5m without activity.
-	if idle, remaining := IdleSince(last, last.Add(5*time.Minute), idleAfter); idle || remaining != time.Minute {
-		t.Errorf("at 5m: idle %v, remaining %s; want not idle, 1m left", idle, remaining)
+	// A renewal may come up to an interval (1m) and a recorder's offset (under 12s) after the
+	// activity it records, so only 6m12s without a change proves 5m without activity.
+	if idle, remaining := IdleSince(last, last.Add(5*time.Minute), idleAfter); idle || remaining != 72*time.Second {
+		t.Errorf("at 5m: idle %v, remaining %s; want not idle, 1m12s left", idle, remaining)
 	}
-	if idle, _ := IdleSince(last, last.Add(6*time.Minute), idleAfter); !idle {
-		t.Error("at 6m: not idle, want idle")
+	if idle, _ := IdleSince(last, last.Add(6*time.Minute+11*time.Second), idleAfter); idle {
+		t.Error("at 6m11s: idle, want not yet")
+	}
+	if idle, _ := IdleSince(last, last.Add(6*time.Minute+12*time.Second), idleAfter); !idle {
+		t.Error("at 6m12s: not idle, want idle")
 	}
 }
 

@@ -8,14 +8,15 @@
 // sets the idle-after annotation and sets its spec.leaseDurationSeconds to the renewal interval,
 // [Interval] (a fifth of idle-after, at least a second). Its spec.renewTime is the last recorded
 // activity. A [Recorder] (the gate, the wake client, kubectl zerowake) renews it only when the
-// copy its informer holds is at least one interval old, so recording costs at most one write per
-// workload per interval however many callers there are, and nothing per call but a map lookup.
-// A renewal carries the resourceVersion it read: a conflict means someone else renewed, which is
-// all that was wanted.
+// copy its informer holds is at least one interval old, plus an offset of its own below a fifth
+// of an interval, so that of several gates one renews and the others find its renewal in their
+// caches: recording costs at most about one write per workload per interval however many callers
+// there are, and nothing per call but a map lookup. A renewal carries the resourceVersion it
+// read: a conflict means someone else renewed, which is all that was wanted.
 //
-// Because a renewal may lag the activity it records by up to one interval, the controller takes
-// a workload as idle only once it has seen no renewal for idle-after plus one interval, on its
-// own clock (it times the changes it observes, never the writers' clocks).
+// Because a renewal may lag the activity it records by up to [MaxLag], the controller takes a
+// workload as idle only once it has seen no renewal for idle-after plus that lag, on its own
+// clock (it times the changes it observes, never the writers' clocks).
 //
 // # Gate membership
 //

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -36,7 +37,12 @@ type Recorder struct {
 	inFlight map[string]bool
 	wg       sync.WaitGroup
 	ctx      context.Context
+	cancel   context.CancelFunc
 	writes   func()
+	// offset, a fraction of an interval below a fifth, is added to this recorder's threshold:
+	// of several gates, the one with the smallest renews, and the others find its renewal in
+	// their caches instead of sending a renewal that conflicts.
+	offset float64
 }
 
 // RecorderOptions configure a Recorder.
@@ -66,6 +72,7 @@ func NewRecorder(client kubernetes.Interface, opts RecorderOptions) *Recorder {
 		clock:    opts.Clock,
 		inFlight: map[string]bool{},
 		writes:   opts.OnWrite,
+		offset:   rand.Float64() / 5,
 	}
 	if r.clock == nil {
 		r.clock = clock.RealClock{}
@@ -73,8 +80,9 @@ func NewRecorder(client kubernetes.Interface, opts RecorderOptions) *Recorder {
 	return r
 }
 
-// Start runs the informer until ctx ends and waits for its cache.
+// Start runs the informer until ctx ends or Stop, and waits for its cache.
 func (r *Recorder) Start(ctx context.Context) error {
+	ctx, r.cancel = context.WithCancel(ctx)
 	r.ctx = ctx
 	r.factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), r.synced) {
@@ -83,8 +91,11 @@ func (r *Recorder) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop waits for the informer and the renewals under way; cancel Start's context first.
+// Stop stops the informer and waits for it and the renewals under way.
 func (r *Recorder) Stop() {
+	if r.cancel != nil {
+		r.cancel()
+	}
 	r.factory.Shutdown()
 	r.wg.Wait()
 }
@@ -106,7 +117,7 @@ func (r *Recorder) Touch(namespace, kind, name string) {
 	if d := lease.Spec.LeaseDurationSeconds; d != nil && *d > 0 {
 		interval = time.Duration(*d) * time.Second
 	}
-	if rt := lease.Spec.RenewTime; rt != nil && now.Sub(rt.Time) < interval {
+	if rt := lease.Spec.RenewTime; rt != nil && now.Sub(rt.Time) < interval+time.Duration(r.offset*float64(interval)) {
 		return
 	}
 	key := namespace + "/" + leaseName

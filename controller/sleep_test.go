@@ -129,8 +129,8 @@ func (f *sleepFixture) drainNow() v1alpha1.ScaleRequestStatus {
 	if !seen {
 		f.t.Fatal("the controller did not see the activity Lease it created")
 	}
-	// Idle after idle-after plus one interval (a fifth of it) without activity.
-	f.clock.Step(testIdleAfter + testIdleAfter/5)
+	// Idle after idle-after plus the renewal lag without activity.
+	f.clock.Step(testIdleAfter + activity.MaxLag(testIdleAfter))
 	f.renewMember() // a live gate that has not seen the drain yet
 	if err := f.sync(); err != nil {
 		f.t.Fatal(err)

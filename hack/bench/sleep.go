@@ -31,7 +31,10 @@ type Sleep struct {
 	ActiveCalls   int64   `json:"active_calls"`
 	// ActiveWritesPerMin is the recorders' Lease updates per minute at idle-after 5m.
 	ActiveWritesPerMin float64 `json:"active_writes_per_min"`
-	Cycles             int     `json:"cycles"`
+	// ActiveRefusedPerMin are the renewals a minute the API server refused (409: another
+	// recorder renewed first).
+	ActiveRefusedPerMin float64 `json:"active_refused_per_min"`
+	Cycles              int     `json:"cycles"`
 	// CycleWrites are the writes of one cycle (mean), by who made them and what they wrote:
 	// "controller PUT scalerequests/status", "client PATCH scalerequests", ... The controller's
 	// Lease writes are left out: its leader election renews every 2s whatever it does.
@@ -53,7 +56,8 @@ func countedKube(cfg *rest.Config) (kubernetes.Interface, *prometheus.Registry, 
 	return kube, reg, err
 }
 
-// registryWrites sums a registry's api_requests_total by "VERB resource", writes only.
+// registryWrites sums a registry's api_requests_total by "VERB resource", writes only; those
+// the API server refused count under "VERB resource (code)".
 func registryWrites(reg *prometheus.Registry) map[string]float64 {
 	out := map[string]float64{}
 	families, err := reg.Gather()
@@ -71,7 +75,12 @@ func registryWrites(reg *prometheus.Registry) map[string]float64 {
 			}
 			switch labels["verb"] {
 			case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
-				out[labels["verb"]+" "+labels["resource"]] += m.GetCounter().GetValue()
+				key := labels["verb"] + " " + labels["resource"]
+				if !strings.HasPrefix(labels["code"], "2") {
+					// Refused (a conflict: someone else renewed first): a request, not a write.
+					key += " (" + labels["code"] + ")"
+				}
+				out[key] += m.GetCounter().GetValue()
 			}
 		}
 	}
@@ -159,14 +168,20 @@ func (b *bench) sleepScenario(ctx context.Context) error {
 	if b.cfg.quick {
 		active = time.Minute
 	}
-	recorderWrites := func() float64 {
-		n := 0.0
+	recorderWrites := func() (written, refused float64) {
 		for _, reg := range registries {
-			n += registryWrites(reg)["PUT leases"]
+			for k, v := range registryWrites(reg) {
+				switch {
+				case k == "PUT leases":
+					written += v
+				case strings.HasPrefix(k, "PUT leases ("):
+					refused += v
+				}
+			}
 		}
-		return n
+		return written, refused
 	}
-	before := recorderWrites()
+	before, refusedBefore := recorderWrites()
 	var calls atomic.Int64
 	tick := time.NewTicker(10 * time.Millisecond)
 	end := time.Now().Add(active)
@@ -179,8 +194,11 @@ func (b *bench) sleepScenario(ctx context.Context) error {
 	}
 	tick.Stop()
 	res.ActiveMinutes, res.ActiveCalls = active.Minutes(), calls.Load()
-	res.ActiveWritesPerMin = (recorderWrites() - before) / active.Minutes()
-	logf("sleep: %d calls in %s: %.1f activity writes a minute at idle-after 5m", calls.Load(), active, res.ActiveWritesPerMin)
+	written, refused := recorderWrites()
+	res.ActiveWritesPerMin = (written - before) / active.Minutes()
+	res.ActiveRefusedPerMin = (refused - refusedBefore) / active.Minutes()
+	logf("sleep: %d calls in %s: %.1f activity writes a minute at idle-after 5m (%.1f more refused)",
+		calls.Load(), active, res.ActiveWritesPerMin, res.ActiveRefusedPerMin)
 
 	// Cycles at idle-after 30s.
 	if _, err := b.kube.AppsV1().Deployments(ns).Patch(ctx, name, "application/merge-patch+json",
@@ -246,6 +264,7 @@ func sleepRows(r *Results, add func(metric, value, target string, met *bool)) {
 	}
 	add(fmt.Sprintf("sleep.active_writes_per_min (idle-after 5m, 2 recorders, %d calls in %.0f min)", s.ActiveCalls, s.ActiveMinutes),
 		fmt.Sprintf("%.1f", s.ActiveWritesPerMin), "≤ 1", check(s.ActiveWritesPerMin <= 1))
+	add("  renewals refused a minute (409: another recorder renewed first)", fmt.Sprintf("%.1f", s.ActiveRefusedPerMin), "", nil)
 	total := 0.0
 	parts := []string{}
 	for k, v := range s.CycleWrites {
