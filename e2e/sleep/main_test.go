@@ -38,7 +38,8 @@ const (
 	gateToken = "e2e-sleep-token"
 	// idleAfter is the targets' zerowake.dev/idle-after: the controller's --min-idle-after is
 	// lowered to it so that a cycle takes seconds. The activity interval is then 1s (its floor),
-	// and a target is idle after 2s without a call.
+	// and a target is idle 2.2s after the last renewal the controller saw (idle-after and the
+	// renewal lag).
 	idleAfter = time.Second
 	// window is the controller's --rescale-duration and the gates' --window: short, so that a
 	// wake right after a sleep is not deferred.

@@ -168,15 +168,15 @@ func phaseOf(t *testing.T, ns, name string) (v1alpha1.ScaleRequestPhase, *v1alph
 }
 
 // raceCycles drives cycles of a target: a call wakes it (or finds it up), then after a random
-// pause around the moment it turns idle (idle-after plus the activity interval, 2s) more calls
+// pause around the moment it turns idle (idle-after plus the renewal lag, 2.2s) more calls
 // come, before, during or after the drain and the scale to zero. Some pauses are long enough
 // for it to be Asleep, so that the next call wakes it from zero.
 func raceCycles(t *testing.T, site string, cycles int, o *outcome, between func()) {
 	var wg sync.WaitGroup
 	for i := range cycles {
 		o.call(site, "/cycle-"+strconv.Itoa(i))
-		// The target turns idle 2s after the last call the controller saw recorded (up to 1s
-		// later than the call); draining and the scale take tens of milliseconds more.
+		// The target turns idle 2.2s after the last renewal the controller saw (which may come
+		// up to 1.2s after the call); draining and the scale take tens of milliseconds more.
 		pause := 1500*time.Millisecond + rand.N(3500*time.Millisecond)
 		time.Sleep(pause)
 		// A second call races the first one's sleep from another connection.
