@@ -36,8 +36,9 @@ type Result struct {
 	ResourceVersion string
 }
 
-// ScaleHandler raises targets to a minimum replica count through /scale. It never lowers
+// ScaleHandler raises targets to a minimum replica count through /scale. ScaleUp never lowers
 // replicas: a target that already has the minimum belongs to whoever set it (an HPA, a person).
+// Only ScaleToZero lowers them, and only as they were when its caller read them.
 type ScaleHandler struct {
 	scales     scale.ScalesGetter
 	mapper     meta.ResettableRESTMapper
