@@ -342,7 +342,9 @@ func (c *Controller) considerSleep(ctx context.Context, key cache.ObjectName, ca
 	s.mu.Unlock()
 	klog.FromContext(ctx).Info("Target idle, draining", "target", target.String(), "idleAfter", raw)
 	c.recorder.Event(sr, corev1.EventTypeNormal, v1alpha1.ReasonDraining, message)
-	c.queue.AddAfter(key, drainPoll)
+	// At once: with no gate to wait for, the drain goes on; otherwise it waits for their
+	// acknowledgements, which their Leases' events bring.
+	c.queue.Add(key)
 	return true, nil
 }
 
