@@ -15,7 +15,7 @@ import (
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`,description="Target replicas after the latest scale"
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`,description="Ready replicas of the target"
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,description="Pending, Scaling, Ready, Idle, Draining, Asleep or Failed"
-// +kubebuilder:printcolumn:name="Last-Activity",type=date,JSONPath=`.status.lastActivity`,description="Last recorded activity of a target that sleeps when idle"
+// +kubebuilder:printcolumn:name="Last-Activity",type=date,priority=1,JSONPath=`.status.lastActivity`,description="Last recorded activity of a target that sleeps when idle"
 // +kubebuilder:printcolumn:name="Cold-Start",type=string,JSONPath=`.status.coldStartDuration`,description="Time from the latest signal to the target being ready"
 // +kubebuilder:printcolumn:name="Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="Reason of the Ready condition"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
