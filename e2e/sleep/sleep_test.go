@@ -293,7 +293,9 @@ func TestSleepWakeRace(t *testing.T) {
 	for _, tg := range targets {
 		cycles += tg.cycles
 	}
-	if sleeps < 20 {
+	// Runs here see 25-27 sleeps in 48 cycles; fewer than 15 would mean the calls no longer
+	// come around the idle moment, and the test no longer races anything.
+	if sleeps < 15 {
 		t.Errorf("only %.0f sleeps in %d cycles: the race did not happen often enough to prove anything", sleeps, cycles)
 	}
 	if wakes < 10 {
