@@ -94,6 +94,9 @@ type Config struct {
 	FollowInInventory bool
 	// QueueMetrics, if set, receives the workqueue's metrics.
 	QueueMetrics workqueue.MetricsProvider
+	// Sleep, if set, puts idle targets to sleep when their owners asked for it. It needs
+	// Inventory, keeping the zerowake.dev/idle-after annotation.
+	Sleep *SleepConfig
 }
 
 // Controller reconciles ScaleRequests.
@@ -119,6 +122,8 @@ type Controller struct {
 	recheck   workqueue.TypedRateLimiter[cache.ObjectName]
 	inventory Inventory
 	targets   *requestsByTarget
+	// sleeps is nil unless Config.Sleep is set.
+	sleeps *sleeps
 
 	// watching maps each request holding a target watch to the target's id, so a watch can be
 	// dropped when its last request settles or is deleted.
@@ -202,6 +207,11 @@ func New(
 	}
 	if len(c.sources) == 0 {
 		return nil, errors.New("no ScaleRequest informer given")
+	}
+	if config.Sleep != nil && config.Inventory != nil {
+		if err := c.startSleeping(); err != nil {
+			return nil, fmt.Errorf("adding the sleep handlers: %w", err)
+		}
 	}
 	return c, nil
 }

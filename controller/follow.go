@@ -109,10 +109,17 @@ func (c *Controller) trackKinds(ctx context.Context) {
 }
 
 // following reports whether sr's target is followed through the inventory rather than served:
-// it is Ready or Idle for its latest signal, or it lost its ready replicas after it was ready.
+// it is Ready, Idle, Draining or Asleep for its latest signal, or it lost its ready replicas
+// after it was ready.
 func following(sr *v1alpha1.ScaleRequest) bool {
-	return sr.Status.ObservedGeneration == sr.Generation &&
-		(sr.Status.Phase == v1alpha1.PhaseReady || sr.Status.Phase == v1alpha1.PhaseIdle || lostReadiness(sr))
+	switch {
+	case sr.Status.ObservedGeneration != sr.Generation:
+		return false
+	case sr.Status.Phase == v1alpha1.PhaseReady, sr.Status.Phase == v1alpha1.PhaseIdle,
+		sr.Status.Phase == v1alpha1.PhaseDraining, sr.Status.Phase == v1alpha1.PhaseAsleep:
+		return true
+	}
+	return lostReadiness(sr)
 }
 
 // lostReadiness reports whether sr was Ready for its latest signal and its target has since
@@ -160,6 +167,9 @@ func (c *Controller) followSettled(ctx context.Context, key cache.ObjectName, ca
 	}
 	if !found || !entry.State.Exists {
 		return c.targetLeft(ctx, key, cached, target, resource)
+	}
+	if handled, err := c.sleepStep(ctx, key, cached, target, entry); handled || err != nil {
+		return err
 	}
 	state := entry.State
 	minReplicas := max(cached.Spec.MinReplicas, 1)

@@ -94,6 +94,10 @@ func (c *Controller) sync(ctx context.Context, key cache.ObjectName) error {
 	c.scaleFirst.unhold(key)
 	if settled(sr) {
 		c.sightings.forget(key)
+		if c.sleeps != nil && sr.Status.Phase == v1alpha1.PhaseReady {
+			// The follow path times its sleep, if its owner asked for one.
+			c.queue.Add(key)
+		}
 	}
 	r.report()
 	if r.done || sr.Status.Phase == v1alpha1.PhaseFailed {
@@ -139,7 +143,7 @@ func settled(sr *v1alpha1.ScaleRequest) bool {
 		return false
 	}
 	switch sr.Status.Phase {
-	case v1alpha1.PhaseReady, v1alpha1.PhaseIdle:
+	case v1alpha1.PhaseReady, v1alpha1.PhaseIdle, v1alpha1.PhaseDraining, v1alpha1.PhaseAsleep:
 		return true
 	case v1alpha1.PhaseScaling:
 		return lostReadiness(sr)
@@ -191,6 +195,9 @@ type reconciliation struct {
 	// readySeenAt is when the controller first saw the target ready for this signal, if this
 	// pass found it ready.
 	readySeenAt time.Time
+	// sleepOutcome is set when this signal came to a Draining request (abortSignal) or an
+	// Asleep one ("woken"), to be counted once its status is written.
+	sleepOutcome string
 }
 
 // statusHold returns how long the status write of a scale write may still wait (0: write it
@@ -240,6 +247,14 @@ func (r *reconciliation) report() {
 	for _, e := range r.events {
 		r.c.recorder.Event(r.sr, e.kind, e.reason, e.message)
 	}
+	switch r.sleepOutcome {
+	case "":
+	case abortSignal:
+		m.sleepAborted.WithLabelValues(abortSignal).Inc()
+	default:
+		m.wakesFromSleep.Inc()
+	}
+	r.sleepOutcome = ""
 }
 
 // noObservation marks a histogram with nothing to observe in this pass.
@@ -248,6 +263,9 @@ const noObservation = time.Duration(-1)
 func (r *reconciliation) run(ctx context.Context) error {
 	r.scaledAfter, r.readyAfter = noObservation, noObservation
 	sr, status := r.sr, &r.sr.Status
+	if status.ObservedGeneration != sr.Generation {
+		r.leaveSleep(sr.Status.Phase)
+	}
 	status.ObservedGeneration = sr.Generation
 	if ready := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionReady); ready != nil &&
 		(ready.ObservedGeneration != sr.Generation || ready.Status == metav1.ConditionTrue) {

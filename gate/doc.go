@@ -18,6 +18,10 @@
 //   - answers 503 at once when a target already has its cap of held calls, so a flood cannot
 //     exhaust the gate's memory.
 //
+// For workloads that sleep when idle (see package activity), every call let through records
+// activity, and a gate with a [Membership] acknowledges each drain it sees and lets no call
+// through at all once it cannot renew its membership (503, reason GateFenced).
+//
 // The decisions are plain functions over the wake client's state ([Gate.Check] and the helpers
 // it calls); the HTTP handler only reads parameters and writes answers. The gate keeps no
 // state of its own beyond the calls it holds: replicas need no leader, and a restarted gate

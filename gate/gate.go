@@ -71,7 +71,16 @@ type Config struct {
 	// Endpoints follows the Services routes name (Route.Service). Nil: a route that names a
 	// Service is answered 400, since the gate could not tell when it is routable.
 	Endpoints Endpoints
+	// Fence, when set, says whether the gate may let calls through at all (*Membership: its
+	// membership is fresh enough that the controller waits for it before a sleep). Nil: always.
+	Fence Fence
+	// Activity, when set, records every call let through as activity of its targets (for
+	// targets that sleep when idle).
+	Activity wake.ActivityRecorder
 }
+
+// Fence says whether a gate replica may let calls through; *Membership implements it.
+type Fence interface{ Serving() bool }
 
 func (c Config) withDefaults() Config {
 	if c.Timeout <= 0 {
@@ -153,6 +162,10 @@ func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (
 		return *refused, -1
 	}
 	if allReady(statuses) && routable {
+		if !g.serving() {
+			return g.fenced(), -1
+		}
+		g.touch(route)
 		return Answer{Outcome: OutcomeAwake}, -1
 	}
 
@@ -177,7 +190,34 @@ func (g *Gate) check(ctx context.Context, route *Route, method, accept string) (
 		// The targets are ready; the proxy reaches them only once the slices list them.
 		a = g.waitRoutable(routeCtx, ctx, route)
 	}
+	if a.Outcome.Passes() {
+		if !g.serving() {
+			return g.fenced(), time.Since(start)
+		}
+		g.touch(route)
+	}
 	return a, time.Since(start)
+}
+
+// serving reports whether the gate's fence lets calls through.
+func (g *Gate) serving() bool { return g.cfg.Fence == nil || g.cfg.Fence.Serving() }
+
+// fenced is the answer of a gate whose membership is too old to let calls through: the
+// controller may be putting a target to sleep without waiting for it.
+func (g *Gate) fenced() Answer {
+	return Answer{Outcome: OutcomeUnavailable, Reason: "GateFenced", RetryAfter: g.cfg.RetryAfter,
+		Message: "this gate could not renew its membership lease, so it lets no call through; retry"}
+}
+
+// touch records a call let through as activity of the route's targets: a cache lookup each, and
+// at most one write per target per interval.
+func (g *Gate) touch(route *Route) {
+	if g.cfg.Activity == nil {
+		return
+	}
+	for _, t := range route.Targets {
+		g.cfg.Activity.Touch(t.Namespace, t.Kind, t.Name)
+	}
 }
 
 // wakeAndWaitAll wakes the route's targets that are not ready and waits for every one.

@@ -1,5 +1,6 @@
 // Package scaling raises workloads to a minimum replica count through their /scale subresource
-// and watches single workloads until they are ready.
+// and watches single workloads until they are ready. It also lowers an idle workload to zero
+// (ScaleToZero), with a write the API server refuses if the workload changed since it was read.
 //
 // It knows targets and the scale subresource only: any kind that serves /scale (Deployment,
 // StatefulSet, Argo Rollout, ...) works, and nothing here knows why a target is being woken.

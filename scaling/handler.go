@@ -36,8 +36,9 @@ type Result struct {
 	ResourceVersion string
 }
 
-// ScaleHandler raises targets to a minimum replica count through /scale. It never lowers
+// ScaleHandler raises targets to a minimum replica count through /scale. ScaleUp never lowers
 // replicas: a target that already has the minimum belongs to whoever set it (an HPA, a person).
+// Only ScaleToZero lowers them, and only as they were when its caller read them.
 type ScaleHandler struct {
 	scales     scale.ScalesGetter
 	mapper     meta.ResettableRESTMapper
@@ -356,4 +357,24 @@ func (h *ScaleHandler) resetDiscovery() {
 	h.lastReset = h.now()
 	h.mu.Unlock()
 	h.mapper.Reset()
+}
+
+// ScaleToZero sets the target's replicas to zero, only if its /scale still has resourceVersion
+// (as read by Current when the caller decided): a target that anything changed since, a
+// person, an autoscaler or a deploy, answers Conflict and is left as it is. This is the only
+// write that lowers replicas; callers make it only for an owner who asked.
+func (h *ScaleHandler) ScaleToZero(ctx context.Context, target Target, resourceVersion string) (Result, error) {
+	return h.withResource(ctx, target, func(gvr schema.GroupVersionResource) (Result, error) {
+		result := Result{Resource: gvr}
+		if resourceVersion == "" {
+			return result, &Error{Reason: ReasonConflict, Target: target.String(), Err: fmt.Errorf("no resourceVersion to guard the scale to zero")}
+		}
+		patch := fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"spec":{"replicas":0}}`, resourceVersion)
+		s, err := h.scales.Scales(target.Namespace).Patch(ctx, gvr, target.Ref.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: sleepFieldManager})
+		if err != nil {
+			return result, h.classify(target, gvr, err)
+		}
+		result.Replicas, result.Scaled, result.ResourceVersion = s.Spec.Replicas, true, s.ResourceVersion
+		return result, nil
+	})
 }

@@ -651,3 +651,36 @@ func TestUnknownKindsRefreshDiscoveryAtMostOncePerInterval(t *testing.T) {
 		t.Fatalf("%d discovery refreshes, want 2", f.mapper.resets)
 	}
 }
+
+// ScaleToZero lowers a target only as it was read: a target changed since (its resourceVersion
+// moved) answers Conflict and keeps its replicas, and no write goes without a resourceVersion.
+func TestScaleToZeroIsGuardedByTheVersionRead(t *testing.T) {
+	_, ctx := ktesting.NewTestContext(t)
+	f := newHandlerFixture(2)
+	read, err := f.handler.Current(ctx, webDeployment())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.target.resourceVersion++ // someone scaled it meanwhile
+	if _, err := f.handler.ScaleToZero(ctx, webDeployment(), read.ResourceVersion); ReasonOf(err) != ReasonConflict {
+		t.Fatalf("scale to zero of a changed target: %v, want Conflict", err)
+	}
+	if f.target.replicas != 2 {
+		t.Fatalf("replicas %d after a refused scale to zero, want 2", f.target.replicas)
+	}
+	read, err = f.handler.Current(ctx, webDeployment())
+	if err != nil {
+		t.Fatal(err)
+	}
+	result, err := f.handler.ScaleToZero(ctx, webDeployment(), read.ResourceVersion)
+	if err != nil || f.target.replicas != 0 || !result.Scaled {
+		t.Fatalf("scale to zero: %+v %v, replicas %d; want 0", result, err, f.target.replicas)
+	}
+	writes := f.writes()
+	if last := writes[len(writes)-1]; last.GetPatchType() != types.MergePatchType {
+		t.Errorf("patch type %s, want a merge patch carrying the resourceVersion", last.GetPatchType())
+	}
+	if _, err := f.handler.ScaleToZero(ctx, webDeployment(), ""); ReasonOf(err) != ReasonConflict {
+		t.Errorf("scale to zero without a resourceVersion: %v, want Conflict (never unguarded)", err)
+	}
+}

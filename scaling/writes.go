@@ -22,6 +22,10 @@ const FieldManager = "zerowake-controller"
 // that the managed fields tell a write from zero apart from the others.
 const raiseFieldManager = FieldManager + "-raise"
 
+// sleepFieldManager names the /scale writes that put an idle target to sleep: LastWrite does
+// not take them for writes that raised the target.
+const sleepFieldManager = FieldManager + "-sleep"
+
 // Write is what the target itself records of the controller's last /scale write to it.
 type Write struct {
 	// At is when the write was made, to the second (truncated) by the API server's clock, if

@@ -66,6 +66,19 @@ type Options struct {
 
 	// Clock is the time source for windows and requestedAt. Default the real clock.
 	Clock clock.PassiveClock
+
+	// Activity, if set, hears of every Wake: it records activity for targets that sleep when
+	// idle (an *activity.Recorder does, at most one write per target per interval).
+	Activity ActivityRecorder
+
+	// OnChange, if set, is called after the informer's copy of a ScaleRequest changed (deleted
+	// set when it is gone), once the client's own answers reflect it. It must not block.
+	OnChange func(sr *v1alpha1.ScaleRequest, deleted bool)
+}
+
+// ActivityRecorder records that a workload was used; *activity.Recorder implements it.
+type ActivityRecorder interface {
+	Touch(namespace, kind, name string)
 }
 
 // Action is what Wake did.
@@ -172,6 +185,8 @@ type Client struct {
 	fieldManager string
 	labels       map[string]string
 	clock        clock.PassiveClock
+	activity     ActivityRecorder
+	onChange     func(sr *v1alpha1.ScaleRequest, deleted bool)
 
 	informer srinformers.ScaleRequestIndexInformer
 	sf       singleflight.Group
@@ -206,6 +221,8 @@ func New(client versioned.Interface, opts Options) *Client {
 		fieldManager: opts.FieldManager,
 		labels:       maps.Clone(opts.Labels),
 		clock:        opts.Clock,
+		activity:     opts.Activity,
+		onChange:     opts.OnChange,
 		waiters:      make(map[key]chan struct{}),
 	}
 	if c.window <= 0 {
@@ -362,6 +379,9 @@ func (c *Client) Wake(ctx context.Context, t Target) (Action, error) {
 	want := t.minReplicas()
 	k := key{t.Namespace, t.Name}
 	now := c.clock.Now()
+	if c.activity != nil {
+		c.activity.Touch(t.Namespace, t.Kind, t.Name)
+	}
 
 	e := c.load(k)
 	d := c.decide(e, &t, want, now)
@@ -460,14 +480,21 @@ func refusedAboveCap(sr *v1alpha1.ScaleRequest) bool {
 	return c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonAboveOwnerCap
 }
 
-// idleSinceWrite reports whether the informer shows the request Idle for a generation at
-// least as new as this client's last write to it.
+// idleSinceWrite reports whether the informer shows the request Idle, Draining or Asleep for a
+// generation at least as new as this client's last write to it.
 func idleSinceWrite(e *entry) bool {
 	sr := e.obj
-	if sr == nil || sr.Status.Phase != v1alpha1.PhaseIdle || sr.Status.ObservedGeneration != sr.Generation {
+	if sr == nil || !down(sr.Status.Phase) || sr.Status.ObservedGeneration != sr.Generation {
 		return false
 	}
 	return e.wroteUID == "" || e.wroteUID != sr.UID || sr.Generation >= e.wroteGen
+}
+
+// down reports whether a phase means the target has, or is about to have, fewer replicas than
+// the request asks, so that only a new signal brings them back: Idle (set back by something
+// else), Draining (the controller is putting it to sleep; a signal calls that off) and Asleep.
+func down(phase v1alpha1.ScaleRequestPhase) bool {
+	return phase == v1alpha1.PhaseIdle || phase == v1alpha1.PhaseDraining || phase == v1alpha1.PhaseAsleep
 }
 
 // signal runs the shared write for k and returns its action. After the write it decides again
@@ -704,21 +731,28 @@ func (c *Client) onUpsert(sr *v1alpha1.ScaleRequest) {
 	})
 	c.notifyLocked(k)
 	c.mu.Unlock()
+	if c.onChange != nil {
+		c.onChange(sr, false)
+	}
 	if lost {
 		c.resignal(k, sr)
 	}
 }
 
 // demandLost reports whether the informer now shows the request Idle for its latest signal
-// (the controller saw the target set back to zero) while a caller was answered from the cache
-// at or after that moment, less DemandSkew, and this client has not re-signalled for it yet.
+// (the controller saw the target set back to zero), or Draining (the controller decided to put
+// it to sleep), while a caller was answered from the cache at or after that moment, less
+// DemandSkew, and this client has not re-signalled for it yet. A re-signal of a Draining
+// request calls the sleep off: the target was in use after all.
 func demandLost(e *entry) bool {
 	sr := e.obj
-	if sr.Status.Phase != v1alpha1.PhaseIdle || sr.Status.ObservedGeneration != sr.Generation || e.resignalledGen == sr.Generation {
+	if (sr.Status.Phase != v1alpha1.PhaseIdle && sr.Status.Phase != v1alpha1.PhaseDraining) ||
+		sr.Status.ObservedGeneration != sr.Generation || e.resignalledGen == sr.Generation {
 		return false
 	}
 	ready := condAt(sr.Status.Conditions, v1alpha1.ConditionReady, sr.Generation)
-	if ready == nil || ready.Status != metav1.ConditionFalse || ready.Reason != v1alpha1.ReasonTargetScaledDown {
+	if ready == nil || ready.Status != metav1.ConditionFalse ||
+		(ready.Reason != v1alpha1.ReasonTargetScaledDown && ready.Reason != v1alpha1.ReasonDraining) {
 		return false
 	}
 	at := e.demand.at.Load()
@@ -748,6 +782,9 @@ func (c *Client) resignal(k key, sr *v1alpha1.ScaleRequest) {
 func (c *Client) onDelete(d cache.DeletedObject[*v1alpha1.ScaleRequest]) {
 	n := d.GetObjectName()
 	k := key{n.Namespace, n.Name}
+	if c.onChange != nil && d.OptionalObj != nil {
+		defer c.onChange(d.OptionalObj, true)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.notifyLocked(k)

@@ -10,6 +10,9 @@
 //   - is created (spec.requestedAt = now) when none exists;
 //   - is left alone when its latest signal is still active: metadata.generation not yet served
 //     (status.observedGeneration < metadata.generation), or phase Pending or Scaling;
+//   - gets spec.requestedAt bumped at once when it is Draining or Asleep: the controller is
+//     putting the target to sleep, or did (its owner asked, annotation zerowake.dev/idle-after);
+//     the signal calls a drain off, or wakes the target;
 //   - gets spec.requestedAt bumped at once when it is Idle: it was served, and its target has
 //     since been set back below its minimum (by an idler, a GitOps revert), so the target has no
 //     pods to forward to. The controller keeps a Ready request's status following its target,
@@ -67,6 +70,13 @@
 // wrote the latest signal itself, WaitReady ignores older generations the informer may still
 // hold, so a Ready status left over from an earlier signal is never mistaken for the new one.
 // Waiting is driven by informer events delivered to per-target channels, never by polling.
+//
+// # Activity
+//
+// With [Options.Activity] set (an *activity.Recorder), every Wake records activity of its target,
+// so that a workload that sleeps when idle starts its idle time afresh; it costs a cache lookup,
+// and at most one write per target per interval. [Options.OnChange] lets a gate acknowledge the
+// drains its cache shows.
 //
 // # Lifecycle
 //

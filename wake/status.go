@@ -132,7 +132,7 @@ func active(sr *v1alpha1.ScaleRequest) bool {
 		return true
 	}
 	switch sr.Status.Phase {
-	case v1alpha1.PhaseReady, v1alpha1.PhaseFailed, v1alpha1.PhaseIdle:
+	case v1alpha1.PhaseReady, v1alpha1.PhaseFailed, v1alpha1.PhaseIdle, v1alpha1.PhaseDraining, v1alpha1.PhaseAsleep:
 		return false
 	}
 	return true

@@ -102,7 +102,7 @@ func (c *Client) WaitReadyWithProgress(ctx context.Context, t Target, progress f
 			if st.Failed {
 				return 0, failedError(sr, &st)
 			}
-			if st.Observed && st.Phase == v1alpha1.PhaseIdle && st.Generation != resignalled {
+			if st.Observed && down(st.Phase) && st.Generation != resignalled {
 				// The target went back below its minimum before this signal was Ready: no
 				// answer will come for it. Signal again (once per generation), and wait for that.
 				resignalled = st.Generation

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -462,3 +463,56 @@ func TestWakeResignalsAnIdleRequest(t *testing.T) {
 		t.Fatalf("WaitReady: %v %v", r.cold, r.err)
 	}
 }
+
+// A request the controller is putting to sleep (Draining), or has (Asleep), is signalled again at
+// once, however recently this client wrote: the signal calls a drain off, or wakes the target.
+// Every Wake is reported as activity, and the client's informer changes reach OnChange.
+func TestWakeSignalsADrainingOrAsleepRequest(t *testing.T) {
+	for _, phase := range []v1alpha1.ScaleRequestPhase{v1alpha1.PhaseDraining, v1alpha1.PhaseAsleep} {
+		t.Run(string(phase), func(t *testing.T) {
+			f := newFakeAPI()
+			rec := &activityLog{}
+			var seen sync.Map
+			c := startClient(t, f, wake.Options{Activity: rec, OnChange: func(sr *v1alpha1.ScaleRequest, deleted bool) {
+				seen.Store(sr.Status.Phase, true)
+			}})
+			if _, err := c.Wake(context.Background(), web); err != nil {
+				t.Fatal(err)
+			}
+			f.markReady(t, "shop", "web", time.Second)
+			eventually(t, "ready in cache", func() bool { return c.Status(web).Ready })
+			f.clock.Step(5 * time.Second) // within the window of this client's own write
+			f.setStatus(t, "shop", "web", func(sr *v1alpha1.ScaleRequest) {
+				sr.Status.Phase = phase
+				for i := range sr.Status.Conditions {
+					if sr.Status.Conditions[i].Type == v1alpha1.ConditionReady {
+						sr.Status.Conditions[i].Status = metav1.ConditionFalse
+						sr.Status.Conditions[i].Reason = string(phase)
+					}
+				}
+			})
+			eventually(t, "the phase in cache", func() bool { return c.Status(web).Phase == phase })
+			if _, ok := seen.Load(phase); !ok {
+				t.Error("OnChange did not hear of the phase the cache shows")
+			}
+			if c.Status(web).Ready {
+				t.Fatalf("a %s request reads as Ready", phase)
+			}
+			a, err := c.Wake(context.Background(), web)
+			if err != nil || a != wake.ActionBumped {
+				t.Fatalf("Wake of a %s request: %v %v, want bumped", phase, a, err)
+			}
+			if cr, pa := f.writes(); cr != 1 || pa != 1 {
+				t.Errorf("%d creates, %d patches; want 1, 1", cr, pa)
+			}
+			if n := rec.count(); n != 2 {
+				t.Errorf("%d Wake calls recorded as activity, want 2", n)
+			}
+		})
+	}
+}
+
+type activityLog struct{ n atomic.Int64 }
+
+func (a *activityLog) Touch(namespace, kind, name string) { a.n.Add(1) }
+func (a *activityLog) count() int64                       { return a.n.Load() }

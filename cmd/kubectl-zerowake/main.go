@@ -17,9 +17,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"github.com/zerowake/zerowake/activity"
 	"github.com/zerowake/zerowake/generated/clientset/versioned"
 	"github.com/zerowake/zerowake/internal/version"
 	"github.com/zerowake/zerowake/wake"
@@ -37,8 +39,9 @@ const (
 
 const fieldManager = "kubectl-zerowake"
 
-// connectFunc returns a clientset and the kubeconfig context's namespace.
-type connectFunc func(kubeconfig, kubeContext string) (versioned.Interface, string, error)
+// connectFunc returns a clientset, the Leases client through which a wake records activity (nil:
+// none), and the kubeconfig context's namespace.
+type connectFunc func(kubeconfig, kubeContext string) (versioned.Interface, coordinationclient.LeasesGetter, string, error)
 
 func main() {
 	// client-go logs retries through klog; the CLI reports errors itself.
@@ -52,24 +55,28 @@ func main() {
 }
 
 // connect loads the kubeconfig like kubectl does.
-func connect(kubeconfig, kubeContext string) (versioned.Interface, string, error) {
+func connect(kubeconfig, kubeContext string) (versioned.Interface, coordinationclient.LeasesGetter, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = kubeconfig
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext})
 	rc, err := cc.ClientConfig()
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	ns, _, err := cc.Namespace()
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	rc.UserAgent = fieldManager
 	cs, err := versioned.NewForConfig(rc)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
-	return cs, ns, nil
+	leases, err := coordinationclient.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return cs, leases, ns, nil
 }
 
 // result is what --output json prints: one object.
@@ -191,7 +198,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, connectTo
 		return code
 	}
 
-	cs, ns, err := connectTo(cfg.kubeconfig, cfg.kubeContext)
+	cs, leases, ns, err := connectTo(cfg.kubeconfig, cfg.kubeContext)
 	if err != nil {
 		return finish(fmt.Errorf("loading kubeconfig: %w", err))
 	}
@@ -210,10 +217,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, connectTo
 	if cfg.force {
 		window = time.Nanosecond // every signal is stale: bump unless it is being served
 	}
+	var recorder wake.ActivityRecorder
+	if leases != nil {
+		// A wake by hand is activity too: a workload that sleeps when idle starts its idle
+		// time afresh.
+		recorder = activity.Once{Leases: leases, Identity: fieldManager}
+	}
 	c := wake.New(cs, wake.Options{
 		Namespace:    t.Namespace,
 		Window:       window,
 		FieldManager: fieldManager,
+		Activity:     recorder,
 		// Watch only this one request: least data, and RBAC on one namespace is enough.
 		TweakListOptions: func(o *metav1.ListOptions) {
 			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", t.Name).String()

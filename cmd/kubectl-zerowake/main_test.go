@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"strings"
 	"testing"
 	"time"
@@ -168,7 +169,9 @@ func fakeController(t *testing.T, cs *fake.Clientset, mutate func(sr *v1alpha1.S
 }
 
 func connectFake(cs versioned.Interface) connectFunc {
-	return func(kubeconfig, kubeContext string) (versioned.Interface, string, error) { return cs, "shop", nil }
+	return func(kubeconfig, kubeContext string) (versioned.Interface, coordinationclient.LeasesGetter, string, error) {
+		return cs, nil, "shop", nil
+	}
 }
 
 func runCLI(cs versioned.Interface, args ...string) (code int, stdout, stderr string) {

@@ -26,6 +26,7 @@ import (
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
+	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -33,12 +34,14 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/scale"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 
+	"github.com/zerowake/zerowake/activity"
 	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
 	"github.com/zerowake/zerowake/controller"
 	"github.com/zerowake/zerowake/generated/clientset/versioned"
@@ -79,6 +82,10 @@ type options struct {
 	enablePprof bool
 
 	printVersion bool
+
+	sleep         bool
+	gateNamespace string
+	minIdleAfter  time.Duration
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -107,6 +114,9 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.opsAddress, "ops-address", "", "Address (e.g. :8080) serving /metrics, /healthz and /readyz; empty disables it.")
 	fs.BoolVar(&o.enablePprof, "enable-pprof", false, "Also serve Go profiles under /debug/pprof/ on --ops-address.")
 	fs.BoolVar(&o.printVersion, "version", false, "Print the version and exit.")
+	fs.BoolVar(&o.sleep, "sleep", true, "Scale to zero the workloads whose owners set "+v1alpha1.AnnotationIdleAfter+" once idle that long (needs --require-opt-in). Off, replicas are never lowered.")
+	fs.StringVar(&o.gateNamespace, "gate-namespace", "", "Namespace of the gates' membership Leases, whose acknowledgements a sleep waits for; empty means the leader election namespace.")
+	fs.DurationVar(&o.minIdleAfter, "min-idle-after", controller.DefaultMinIdleAfter, "The shortest "+v1alpha1.AnnotationIdleAfter+" accepted (tests lower it).")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -134,6 +144,12 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.leaseNamespace == "" {
 		o.leaseNamespace = "zerowake-system"
+	}
+	if o.gateNamespace == "" {
+		o.gateNamespace = o.leaseNamespace
+	}
+	if o.minIdleAfter <= 0 {
+		return nil, fmt.Errorf("--min-idle-after must be positive, got %s", o.minIdleAfter)
 	}
 	return o, nil
 }
@@ -261,7 +277,7 @@ func run(ctx context.Context, opts *options) error {
 	if opts.requireOptIn {
 		selector = v1alpha1.LabelWake + "=true"
 	}
-	inventory := scaling.NewInventory(dyn, splitList(opts.namespaces), selector, []string{v1alpha1.AnnotationMaxReplicas},
+	inventory := scaling.NewInventory(dyn, splitList(opts.namespaces), selector, []string{v1alpha1.AnnotationMaxReplicas, v1alpha1.AnnotationIdleAfter},
 		func(gk schema.GroupKind, namespace, name string) {
 			if ctrl != nil {
 				ctrl.OnTargetChange(gk, namespace, name)
@@ -274,6 +290,16 @@ func run(ctx context.Context, opts *options) error {
 		}
 		return float64(ctrl.Active())
 	})
+	var sleep *controller.SleepConfig
+	var leaseFactories []kubeinformers.SharedInformerFactory
+	if opts.sleep && opts.requireOptIn {
+		sleep = &controller.SleepConfig{Leases: kube.CoordinationV1(), MinIdleAfter: opts.minIdleAfter}
+		activityLeases := newLeaseInformer(kube, splitList(opts.namespaces), activity.LabelActivity+"=true")
+		members := newLeaseInformer(kube, []string{opts.gateNamespace}, activity.LabelGateMember+"=true")
+		sleep.Activity, sleep.Members = activityLeases.informer, members.informer
+		leaseFactories = append(leaseFactories, activityLeases.factories...)
+		leaseFactories = append(leaseFactories, members.factories...)
+	}
 	ctrl, err = controller.New(client, scaleRequests,
 		scaling.NewScaleHandler(scales, mapper, scaleKinds).WithWriteRecords(records),
 		func(notify func(string)) controller.TargetWatcher { return scaling.NewWatcher(dyn, notify) },
@@ -290,6 +316,7 @@ func run(ctx context.Context, opts *options) error {
 			// readiness costs no watch of its own.
 			FollowInInventory: opts.requireOptIn,
 			QueueMetrics:      newQueueMetrics(registry),
+			Sleep:             sleep,
 		})
 	if err != nil {
 		return err
@@ -302,9 +329,15 @@ func run(ctx context.Context, opts *options) error {
 	for _, f := range factories {
 		f.Start(informerCtx.Done())
 	}
+	for _, f := range leaseFactories {
+		f.Start(informerCtx.Done())
+	}
 	defer func() {
 		stopInformers()
 		for _, f := range factories {
+			f.Shutdown()
+		}
+		for _, f := range leaseFactories {
 			f.Shutdown()
 		}
 	}()
@@ -471,4 +504,22 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// leaseInformer is an informer of zerowake's Leases and the factory that runs it.
+type leaseInformer struct {
+	informer  cache.SharedIndexInformer
+	factories []kubeinformers.SharedInformerFactory
+}
+
+// newLeaseInformer follows the Leases matching selector in one namespace, or in all of them when
+// namespaces names none or several (the selector keeps the cache to zerowake's own Leases).
+func newLeaseInformer(kube kubernetes.Interface, namespaces []string, selector string) leaseInformer {
+	ns := ""
+	if len(namespaces) == 1 {
+		ns = namespaces[0]
+	}
+	f := kubeinformers.NewSharedInformerFactoryWithOptions(kube, 0, kubeinformers.WithNamespace(ns),
+		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+	return leaseInformer{informer: f.Coordination().V1().Leases().Informer(), factories: []kubeinformers.SharedInformerFactory{f}}
 }

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/discovery"
@@ -28,6 +29,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/klog/v2"
 
+	"github.com/zerowake/zerowake/activity"
 	"github.com/zerowake/zerowake/gate"
 	"github.com/zerowake/zerowake/internal/apicount"
 	"github.com/zerowake/zerowake/internal/logging"
@@ -56,6 +58,8 @@ type options struct {
 	printVersion  bool
 	// endpoints bound the Services whose EndpointSlices the gate follows.
 	endpoints gate.EndpointWatcherOptions
+	// membershipNamespace holds the gate's membership Lease; empty: no membership.
+	membershipNamespace string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -90,6 +94,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.logFormat, "log-format", "json", "Log format: json or console.")
 	fs.BoolVar(&o.pprof, "enable-pprof", false, "Also serve Go profiles under /debug/pprof/ on --ops-address.")
 	fs.BoolVar(&o.printVersion, "version", false, "Print the version and exit.")
+	fs.StringVar(&o.membershipNamespace, "membership-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the gate's membership Lease, the controller's --gate-namespace (default $POD_NAMESPACE). A gate without one must not front workloads that sleep when idle: the controller would not wait for it before scaling them to zero. Empty: none.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -209,12 +214,31 @@ func run(ctx context.Context, hurry <-chan struct{}, opts *options) error {
 	if opts.allNamespaces {
 		clientNamespaces = []string{""}
 	}
+	leaseKube, err := kubernetes.NewForConfig(config)
+	if err != nil {
+		return err
+	}
+	var membership *gate.Membership
+	if opts.membershipNamespace != "" {
+		hostname, _ := os.Hostname()
+		membership = gate.NewMembership(leaseKube.CoordinationV1(), opts.membershipNamespace,
+			"zerowake-gate-"+hostname+"-"+uuid.NewString()[:8], logger)
+		opts.gate.Fence = membership
+	}
+	recorders := activityRecorders{}
 	clients := make([]*wake.Client, 0, len(clientNamespaces))
 	for _, ns := range clientNamespaces {
-		client, err := wake.NewForConfig(config, wake.Options{
+		recorder := activity.NewRecorder(leaseKube, activity.RecorderOptions{Namespace: ns, Identity: "zerowake-gate"})
+		recorders[ns] = recorder
+		wopts := wake.Options{
 			Namespace: ns, Window: opts.window, FieldManager: "zerowake-gate",
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "zerowake-gate"},
-		})
+			Labels:   map[string]string{"app.kubernetes.io/managed-by": "zerowake-gate"},
+			Activity: recorder,
+		}
+		if membership != nil {
+			wopts.OnChange = membership.Observe
+		}
+		client, err := wake.NewForConfig(config, wopts)
 		if err != nil {
 			return err
 		}
@@ -284,6 +308,25 @@ func run(ctx context.Context, hurry <-chan struct{}, opts *options) error {
 			return err
 		}
 	}
+	for _, r := range recorders {
+		if err := r.Start(clientCtx); err != nil {
+			return err
+		}
+		defer r.Stop()
+	}
+	opts.gate.Activity = recorders
+	if membership != nil {
+		// Renewed until the clients stop: a gate that still answers held calls is a member.
+		membershipDone := make(chan struct{})
+		go func() {
+			defer close(membershipDone)
+			membership.Run(clientCtx)
+		}()
+		defer func() {
+			stopClient()
+			<-membershipDone
+		}()
+	}
 
 	g := gate.New(waker, opts.gate, gate.NewMetrics(registry), logger)
 	listener, err := net.Listen("tcp", opts.address)
@@ -293,4 +336,16 @@ func run(ctx context.Context, hurry <-chan struct{}, opts *options) error {
 	logger.Info("Serving forward-auth calls", "address", listener.Addr().String(), "namespaces", opts.namespaces,
 		"allNamespaces", opts.allNamespaces, "token", opts.gate.AuthToken != "")
 	return server.Serve(ctx, hurry, listener, g.Handler())
+}
+
+// activityRecorders records activity through the recorder of the target's namespace (key ""
+// when the gate serves all namespaces).
+type activityRecorders map[string]*activity.Recorder
+
+func (r activityRecorders) Touch(namespace, kind, name string) {
+	rec, ok := r[namespace]
+	if !ok {
+		rec = r[""]
+	}
+	rec.Touch(namespace, kind, name)
 }

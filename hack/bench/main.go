@@ -9,8 +9,9 @@
 // quick: the one-PATCH floor of that many targets at once, then as many wakes at once, default
 // flags), herd (10,000 Wake calls for one target through the wake client), sustained (readiness
 // seen -> Ready written while signals keep arriving), gate (the wake gate and its cost behind
-// Caddy and nginx, see gate.go and gateload.go), endpoints (the gate among 10,000 EndpointSlices)
-// and footprint (memory and idle writes). Single and burst figures run from the
+// Caddy and nginx, see gate.go and gateload.go), endpoints (the gate among 10,000 EndpointSlices),
+// sleep (activity writes of an active target, writes per sleep and wake cycle, time from
+// idle-after to zero replicas; see sleep.go) and footprint (memory and idle writes). Single and burst figures run from the
 // signal being sent and are given as ratios to the one-PATCH floor. It prints a table, writes
 // JSON to $BENCH_OUT (default bench-results.json at the repository root) and a PNG with the
 // latency CDFs of scenario 2 and the floors next to it. BENCH_QUICK=1 takes fewer samples.
@@ -101,7 +102,7 @@ func run() error {
 	flag.StringVar(&cfg.out, "out", defOut, "JSON output path ($BENCH_OUT); the PNG plot goes next to it with the same basename.")
 	flag.BoolVar(&cfg.quick, "quick", quick, "Fewer samples, same scenarios ($BENCH_QUICK=1).")
 	flag.StringVar(&cfg.profileDir, "profile-dir", "", "If set, save controller CPU profiles of scenarios 2 and 3 and heap profiles of scenarios 3 and 5 here.")
-	flag.StringVar(&only, "only", "", "Comma-separated scenarios to run (floor,single,herd,sustained,gate,endpoints,burst,footprint); empty means all.")
+	flag.StringVar(&only, "only", "", "Comma-separated scenarios to run (floor,single,herd,sustained,gate,endpoints,sleep,burst,footprint); empty means all.")
 	flag.StringVar(&extra, "controller-args", "", "Extra controller flags, space-separated (for experiments; the published run uses none).")
 	flag.StringVar(&bursts, "bursts", "", "Comma-separated burst sizes, each run after its one-PATCH floor (default 100,500 quick, 100,1000,10000 full).")
 	flag.StringVar(&cfg.binary, "controller-binary", "", "Run this controller binary instead of building cmd/zerowake-controller (for experiments).")
@@ -277,6 +278,7 @@ func (b *bench) scenarios(ctx context.Context) error {
 		{"sustained", b.sustained},
 		{"gate", b.gateScenario},
 		{"endpoints", b.endpointsScenario},
+		{"sleep", b.sleepScenario},
 		// After the latency scenarios: the control plane goes on deleting the largest burst's
 		// pods for minutes after it, which only the footprint's memory readings can ignore.
 		{"burst", b.burst},

@@ -14,7 +14,8 @@ import (
 // +kubebuilder:printcolumn:name="Min",type=integer,JSONPath=`.spec.minReplicas`,description="Replicas the target is scaled up to"
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.replicas`,description="Target replicas after the latest scale"
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`,description="Ready replicas of the target"
-// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,description="Pending, Scaling, Ready, Idle or Failed"
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`,description="Pending, Scaling, Ready, Idle, Draining, Asleep or Failed"
+// +kubebuilder:printcolumn:name="Last-Activity",type=date,priority=1,JSONPath=`.status.lastActivity`,description="Last recorded activity of a target that sleeps when idle"
 // +kubebuilder:printcolumn:name="Cold-Start",type=string,JSONPath=`.status.coldStartDuration`,description="Time from the latest signal to the target being ready"
 // +kubebuilder:printcolumn:name="Reason",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,description="Reason of the Ready condition"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -23,7 +24,8 @@ import (
 // A resolver creates it (conventionally named after the target, in the target's namespace) when
 // a request arrives for an idle workload, and bumps spec.requestedAt to signal demand again.
 // The controller scales the target through its /scale subresource, never lowers replicas that
-// something else has set, and reports progress in status.
+// something else has set (it scales a target to zero only when its owner asked for it with the
+// zerowake.dev/idle-after annotation, and it was idle that long), and reports progress in status.
 type ScaleRequest struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -52,7 +54,8 @@ type ScaleRequestSpec struct {
 	ScaleTargetRef CrossVersionObjectReference `json:"scaleTargetRef"`
 
 	// minReplicas is the replica count the target is raised to when it is below it.
-	// The controller never lowers replicas.
+	// The controller never lowers replicas, but to put an idle target to sleep when its owner
+	// asked for it (annotation zerowake.dev/idle-after).
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000
@@ -92,7 +95,7 @@ type CrossVersionObjectReference struct {
 }
 
 // ScaleRequestPhase summarises where the latest signal stands.
-// +kubebuilder:validation:Enum=Pending;Scaling;Ready;Idle;Failed
+// +kubebuilder:validation:Enum=Pending;Scaling;Ready;Idle;Draining;Asleep;Failed
 type ScaleRequestPhase string
 
 const (
@@ -108,6 +111,12 @@ const (
 	PhaseIdle ScaleRequestPhase = "Idle"
 	// PhaseFailed: the signal cannot be served; the conditions say why.
 	PhaseFailed ScaleRequestPhase = "Failed"
+	// PhaseDraining: the target's owner asked for it to sleep when idle (annotation
+	// zerowake.dev/idle-after), it has been idle that long, and the controller is about to
+	// scale it to zero: resolvers no longer let requests through, and a new signal cancels it.
+	PhaseDraining ScaleRequestPhase = "Draining"
+	// PhaseAsleep: the controller scaled the idle target to zero; a new signal wakes it.
+	PhaseAsleep ScaleRequestPhase = "Asleep"
 )
 
 // Condition types a ScaleRequest reports.
@@ -116,6 +125,10 @@ const (
 	ConditionScaled = "Scaled"
 	// ConditionReady is True once the target has at least minReplicas ready replicas.
 	ConditionReady = "Ready"
+	// ConditionSleep reports the sleep of a target whose owner asked for it (annotation
+	// zerowake.dev/idle-after): True while Draining or Asleep, False with the reason the latest
+	// sleep did not happen or will not (SleepAborted, SleepOverridden, InvalidIdleAfter).
+	ConditionSleep = "Sleep"
 )
 
 // ScaleRequestStatus is what the controller observed and did.
@@ -156,7 +169,17 @@ type ScaleRequestStatus struct {
 	// +optional
 	ColdStartDuration *metav1.Duration `json:"coldStartDuration,omitempty"`
 
-	// conditions are the Scaled and Ready conditions of the latest signal.
+	// lastActivity is the latest activity recorded for the target (its activity Lease's
+	// renewTime), shown for targets that sleep when idle.
+	// +optional
+	LastActivity *metav1.MicroTime `json:"lastActivity,omitempty"`
+
+	// drainingSince is when the controller decided to put the target to sleep; set while
+	// Draining. Resolvers acknowledge this exact drain by its value.
+	// +optional
+	DrainingSince *metav1.MicroTime `json:"drainingSince,omitempty"`
+
+	// conditions are the Scaled, Ready and Sleep conditions of the latest signal.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -216,6 +239,22 @@ const (
 	// ReasonTargetScaledDown: the target was ready for the latest signal and has since been set
 	// below minReplicas by something else; the request is Idle until signalled again.
 	ReasonTargetScaledDown = "TargetScaledDown"
+	// ReasonIdle: the target had no activity for its idle-after; it is Draining (Sleep True).
+	ReasonIdle = "Idle"
+	// ReasonDraining: Ready is False while the target is being put to sleep.
+	ReasonDraining = "Draining"
+	// ReasonAsleep: the controller scaled the idle target to zero (Ready False, Sleep True).
+	ReasonAsleep = "Asleep"
+	// ReasonSleepAborted: the latest sleep was called off before the target was lowered
+	// (activity, a new signal, or the target changed since the decision).
+	ReasonSleepAborted = "SleepAborted"
+	// ReasonSleepOverridden: something else (an HPA's minimum, a GitOps tool) kept scaling the
+	// target up while it slept without any activity; the controller stopped putting it to
+	// sleep until its idle-after annotation changes.
+	ReasonSleepOverridden = "SleepOverridden"
+	// ReasonInvalidIdleAfter: the target's idle-after annotation is not a duration, or is below
+	// the controller's minimum; the target is never put to sleep.
+	ReasonInvalidIdleAfter = "InvalidIdleAfter"
 	// ReasonTargetNotReady: the target was ready for the latest signal and still has
 	// minReplicas, but fewer of them are ready now (a crash loop, a drain); the request is
 	// Scaling until they are ready again, and fails with ReadyTimeout if they are not within
@@ -231,4 +270,7 @@ const (
 	// AnnotationMaxReplicas on a workload caps the spec.minReplicas a ScaleRequest may ask
 	// for it (a positive integer). Without it, the ScaleRequest schema's own cap applies.
 	AnnotationMaxReplicas = GroupName + "/max-replicas"
+	// AnnotationIdleAfter on a workload (a duration, like "15m") asks the controller to scale it
+	// to zero once it has had no activity for that long. Without it, replicas are never lowered.
+	AnnotationIdleAfter = GroupName + "/idle-after"
 )

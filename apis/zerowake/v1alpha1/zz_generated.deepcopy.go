@@ -145,6 +145,14 @@ func (in *ScaleRequestStatus) DeepCopyInto(out *ScaleRequestStatus) {
 		*out = new(v1.Duration)
 		**out = **in
 	}
+	if in.LastActivity != nil {
+		in, out := &in.LastActivity, &out.LastActivity
+		*out = (*in).DeepCopy()
+	}
+	if in.DrainingSince != nil {
+		in, out := &in.DrainingSince, &out.DrainingSince
+		*out = (*in).DeepCopy()
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))

@@ -37,6 +37,9 @@ defaults to the chart's appVersion. Called with (list $ .Values.image). */}}
 - apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list, watch, create, update]
 {{- with .Values.rbac.extraRules }}
 {{ toYaml . }}
 {{- end }}
@@ -78,6 +81,10 @@ empty when it serves all. Fails when neither names any and all namespaces were n
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [get, list, watch]
+# Calls let through renew the activity Leases of targets that sleep when idle.
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list, watch, update]
 {{- with .Values.gate.rbac.extraRules }}
 {{ toYaml . }}
 {{- end }}
