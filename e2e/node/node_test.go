@@ -121,8 +121,8 @@ func TestConcurrentColdRequests(t *testing.T) {
 
 // auditEvent is the part of an audit.k8s.io/v1 Event the tests read.
 type auditEvent struct {
-	Stage     string `json:"stage"`
-	Verb      string `json:"verb"`
+	Stage     string                    `json:"stage"`
+	Verb      string                    `json:"verb"`
 	User      struct{ Username string } `json:"user"`
 	ObjectRef *struct {
 		Resource, Namespace, Name, Subresource string
