@@ -40,6 +40,9 @@ type EndpointResolver struct {
 	slices   discoverylisters.EndpointSliceLister
 	stop     context.CancelFunc
 	wg       sync.WaitGroup
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every EndpointSlice event
 }
 
 // StartEndpointResolver watches every EndpointSlice with client and answers on socket (a path,
@@ -53,8 +56,15 @@ func StartEndpointResolver(ctx context.Context, client kubernetes.Interface, soc
 	runCtx, stop := context.WithCancel(context.Background())
 	factory := informers.NewSharedInformerFactory(client, 0)
 	informer := factory.Discovery().V1().EndpointSlices()
-	r := &EndpointResolver{socket: socket, listener: l, slices: informer.Lister(), stop: stop}
-	informer.Informer() // register before Start
+	r := &EndpointResolver{socket: socket, listener: l, slices: informer.Lister(), stop: stop, changed: make(chan struct{})}
+	notify := func(any) { r.notify() }
+	if _, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: notify, DeleteFunc: notify, UpdateFunc: func(_, obj any) { notify(obj) },
+	}); err != nil {
+		stop()
+		l.Close()
+		return nil, err
+	}
 	factory.Start(runCtx.Done())
 	syncCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -103,6 +113,35 @@ func (r *EndpointResolver) Ready(namespace, service string) []string {
 	}
 	slices.Sort(out)
 	return slices.Compact(out)
+}
+
+func (r *EndpointResolver) notify() {
+	r.mu.Lock()
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *EndpointResolver) changes() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.changed
+}
+
+// WaitFor returns once ok holds for Service namespace/service's ready addresses, checking as
+// the watch delivers each EndpointSlice change, so the moment is the watch's, not a poll's.
+func (r *EndpointResolver) WaitFor(ctx context.Context, namespace, service string, ok func(ready []string) bool) error {
+	for {
+		changed := r.changes()
+		if ok(r.Ready(namespace, service)) {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the endpoints of %s/%s (now %v): %w", namespace, service, r.Ready(namespace, service), ctx.Err())
+		}
+	}
 }
 
 // Stop ends the watch and closes the socket.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -261,12 +262,9 @@ func TestGatePodDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The gate fails /readyz as soon as it gets SIGTERM; the endpoint follows.
-	for contains(resolver.Ready(framework.ReleaseNamespace, framework.GateName), victim.Status.PodIP) {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the deleted gate pod %s stayed a ready endpoint", victim.Name)
-		case <-time.After(20 * time.Millisecond):
-		}
+	gone := func(ready []string) bool { return !slices.Contains(ready, victim.Status.PodIP) }
+	if err := resolver.WaitFor(ctx, framework.ReleaseNamespace, framework.GateName, gone); err != nil {
+		t.Fatalf("the deleted gate pod %s stayed a ready endpoint: %v", victim.Name, err)
 	}
 	r := get(ctx, proxy.Client(2*routeTimeout), gateFailApp)
 	if !answeredByApp(r, gateFailApp) {
@@ -276,15 +274,6 @@ func TestGatePodDeleted(t *testing.T) {
 		t.Errorf("the remaining gate pod %s answered nothing (answers %v before, %v after)", survivor.Name, before, after)
 	}
 	t.Logf("gate pod %s deleted, %s served: %s", victim.Name, survivor.Name, r)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // scrape returns a pod's /metrics, fetched from inside the node's network namespace.
