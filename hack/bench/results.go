@@ -25,6 +25,7 @@ type Results struct {
 	Footprint Footprint  `json:"footprint"`
 	Gate      *Gate      `json:"gate,omitempty"`
 	Endpoints *Endpoints `json:"endpoints,omitempty"`
+	ColdStart *ColdStart `json:"coldstart,omitempty"`
 	Env       Env        `json:"env"`
 }
 
@@ -300,6 +301,7 @@ func printTable(w io.Writer, r *Results) {
 
 	gateRows(r, add)
 	endpointsRows(r, add)
+	coldStartRows(r, add)
 
 	others := func(cpu map[string]float64) string {
 		if cpu == nil {
