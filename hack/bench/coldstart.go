@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"image/color"
 	"fmt"
+	"image/color"
 	"io"
 	"net/http"
 	"os"

@@ -79,7 +79,7 @@ type bench struct {
 	single      singleSamples
 	floorTs     floorSamples
 	coldSamples *coldStartSamples
-	results Results
+	results     Results
 }
 
 func main() {
