@@ -77,8 +77,13 @@ lint: ## go vet and staticcheck.
 	"$$(hack/tools.sh path staticcheck)" $$(go list ./... | grep -v /generated/)
 
 .PHONY: run
-run: tools build ## Start a local control plane, the controller and a demo wake (Ctrl-C stops everything).
+run: tools build ## Start a local control plane, the controller and a demo wake (Ctrl-C stops everything); NODE=1: the same on a real node, with a URL to open.
+ifeq ($(NODE),1)
+	hack/tools.sh node
+	go run ./hack/demonode
+else
 	go run ./hack/localcluster/cmd/localcluster run -- hack/demo.sh
+endif
 
 .PHONY: cluster-up
 cluster-up: tools ## Start a local control plane in the background and print its kubeconfig.
