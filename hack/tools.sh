@@ -48,6 +48,7 @@ dir_for() {
 	runc) local v; v=$(debian_version libseccomp-dev) || return 1; echo "$cache/runc-$runc_version-libseccomp-$v" ;;
 	bridge|host-local|loopback) echo "$cache/cni-plugins-$cni_plugins_version" ;;
 	crictl) echo "$cache/cri-tools-$cri_tools_version" ;;
+	pause) echo "$cache/pause-$(pause_key)" ;;
 	nft) local v; v=$(debian_version nftables) || return 1; echo "$cache/nftables-$v" ;;
 	etcd) echo "$cache/etcd-$etcd_version" ;;
 	kwok) echo "$cache/kwok-$kwok_version" ;;
@@ -233,7 +234,28 @@ build_nft() {
 	rm -rf "$dir" && mv "$tmp" "$dir"
 }
 
+# pause_key names a build of the sandbox image after its sources and the assembler's.
+pause_key() {
+	cat "$root"/hack/pause/*.go "$root"/hack/tools/image/go.sum $(ls "$root"/hack/tools/image/*.go | grep -v _test.go) |
+		sha256sum | cut -c1-16
+}
+
+# The sandbox ("pause") image that every pod of the real node starts with, as an OCI layout in
+# DIR/pause (which is what `path pause` prints), assembled like the project's own images.
+build_pause() {
+	local dir; dir=$(dir_for pause)
+	[ -f "$dir/pause/index.json" ] && return 0
+	say "building the sandbox image (hack/pause) into $dir"
+	local tmp; tmp=$(mktemp -d)
+	(cd "$root/hack/tools/image" && go run . -root "$root" -version sandbox -out "$tmp/out" \
+		-images pause -platforms linux/amd64 -source-date-epoch 0 >/dev/null)
+	mkdir -p "$dir"
+	rm -rf "$dir/pause" && mv "$tmp/out/pause/oci" "$dir/pause"
+	rm -rf "$tmp"
+}
+
 build_node() {
+	build_pause
 	build_containerd
 	build_runc
 	build_cni

@@ -2,6 +2,7 @@ package localcluster
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 
@@ -58,8 +59,14 @@ func (c *Cluster) writeConfig(p ports) error {
 		"kube-controller-manager-serving": nil,
 		"kube-scheduler-serving":          nil,
 	}
+	// Clients inside the cluster's namespace reach the apiserver at its address there, and pods
+	// at the kubernetes Service's first address.
+	var ips []net.IP
+	if c.node != nil {
+		ips = []net.IP{c.node.ns.nsIP, kubernetesServiceIP}
+	}
 	for name, dnsNames := range servingCerts {
-		kp, err := ca.serving(name, dnsNames...)
+		kp, err := ca.serving(name, ips, dnsNames...)
 		if err != nil {
 			return err
 		}
@@ -95,6 +102,11 @@ func (c *Cluster) writeConfig(p ports) error {
 		}
 	}
 	c.kubeconfig = c.path("kubeconfig")
+	if c.node != nil {
+		if err := c.writeNodeConfig(ca); err != nil {
+			return err
+		}
+	}
 
 	scheduler := fmt.Appendf(nil, `apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
@@ -131,7 +143,7 @@ enableProfiling: false
 }
 
 func (c *Cluster) etcdArgs(p ports) []string {
-	client := "http://127.0.0.1:" + strconv.Itoa(p.etcdClient)
+	client := "http://" + c.host + ":" + strconv.Itoa(p.etcdClient)
 	peer := "http://127.0.0.1:" + strconv.Itoa(p.etcdPeer)
 	return []string{
 		"--name=localcluster",
@@ -150,13 +162,10 @@ func (c *Cluster) etcdArgs(p ports) []string {
 func (c *Cluster) apiserverArgs(p ports) []string {
 	pki := func(name string) string { return c.path("pki", name) }
 	args := []string{
-		"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(p.etcdClient),
-		"--bind-address=127.0.0.1",
+		"--etcd-servers=http://" + c.host + ":" + strconv.Itoa(p.etcdClient),
+		"--bind-address=" + c.host,
 		"--secure-port=" + strconv.Itoa(p.apiserver),
-		"--advertise-address=127.0.0.1",
-		// The endpoints of the kubernetes Service may not be loopback addresses, and nothing in
-		// the cluster dials them.
-		"--endpoint-reconciler-type=none",
+		"--advertise-address=" + c.host,
 		"--service-cluster-ip-range=" + serviceCIDR,
 		"--cert-dir=" + c.path("pki"),
 		"--tls-cert-file=" + pki("apiserver.crt"),
@@ -177,6 +186,14 @@ func (c *Cluster) apiserverArgs(p ports) []string {
 		// Otherwise SIGTERM waits up to --request-timeout (60s) for open watches to end; this
 		// way in-flight requests drain, newcomers get 429 Retry-After, and watches get 2s.
 		"--shutdown-send-retry-after=true",
+	}
+	if c.node != nil {
+		// Pods of the real node reach the apiserver through the kubernetes Service.
+		args = append(args, "--endpoint-reconciler-type=lease")
+	} else {
+		// The endpoints of the kubernetes Service may not be loopback addresses, and nothing in
+		// the cluster dials them.
+		args = append(args, "--endpoint-reconciler-type=none")
 	}
 	if len(c.auditPolicy) > 0 {
 		args = append(args,
@@ -199,7 +216,7 @@ func (c *Cluster) controllerManagerArgs(p ports) []string {
 		"--kubeconfig=" + kubeconfig,
 		"--authentication-kubeconfig=" + kubeconfig,
 		"--authorization-kubeconfig=" + kubeconfig,
-		"--bind-address=127.0.0.1",
+		"--bind-address=" + c.host,
 		"--secure-port=" + strconv.Itoa(p.controllerManager),
 		"--tls-cert-file=" + pki("kube-controller-manager-serving.crt"),
 		"--tls-private-key-file=" + pki("kube-controller-manager-serving.key"),
@@ -226,7 +243,7 @@ func (c *Cluster) schedulerArgs(p ports) []string {
 		"--config=" + c.path("config", "kube-scheduler.yaml"),
 		"--authentication-kubeconfig=" + kubeconfig,
 		"--authorization-kubeconfig=" + kubeconfig,
-		"--bind-address=127.0.0.1",
+		"--bind-address=" + c.host,
 		"--secure-port=" + strconv.Itoa(p.scheduler),
 		"--tls-cert-file=" + c.path("pki", "kube-scheduler-serving.crt"),
 		"--tls-private-key-file=" + c.path("pki", "kube-scheduler-serving.key"),
@@ -236,7 +253,8 @@ func (c *Cluster) schedulerArgs(p ports) []string {
 func (c *Cluster) kwokArgs() []string {
 	args := []string{
 		"--kubeconfig=" + c.path("config", "kwok.kubeconfig"),
-		"--manage-all-nodes=true",
+		// Only its own nodes: the real node's kubelet reports for itself.
+		"--manage-nodes-with-annotation-selector=" + kwokNodeAnnotation + "=fake",
 		// kwok's default pod CIDR holds 254 addresses; tests run thousands of pods.
 		"--cidr=" + podCIDR,
 		// The heartbeat stage reports node status only every 10 to 20 minutes and relies on

@@ -74,8 +74,13 @@ type Cluster struct {
 	server  string
 	// auditPolicy is Options.AuditPolicy.
 	auditPolicy []byte
-	// node is the real node, nil without Options.RealNode.
-	node *Node
+	// node is the real node, nil without Options.RealNode; the whole cluster then runs in
+	// its network namespace.
+	node    *Node
+	nodeBin *nodeBinaries
+	// host is the address the components listen on: loopback, or with a real node the
+	// namespace's end of its veth pair.
+	host string
 
 	kubeconfig string
 	restConfig *rest.Config
@@ -100,9 +105,11 @@ const (
 
 	tempDirPrefix = "zerowake-localcluster-"
 	stateFile     = "state.json"
-	// serviceCIDR only has to exist; kwok pods never reach services.
+	// serviceCIDR holds the Services' addresses; only the real node's pods reach them.
 	serviceCIDR = "10.96.0.0/16"
-	podCIDR     = "10.128.0.0/9"
+	// kwokNodeAnnotation marks the nodes kwok simulates.
+	kwokNodeAnnotation = "kwok.x-k8s.io/node"
+	podCIDR            = "10.128.0.0/9"
 )
 
 // owned lists what a cluster creates in its directory, apart from logs, so that a new cluster
@@ -131,13 +138,21 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("localcluster: %w", err)
 	}
-	bin, err := ensureBinaries(root, log)
+	if opts.RealNode {
+		if opts.Detach {
+			return nil, errors.New("localcluster: a detached cluster cannot have a real node yet")
+		}
+		if err := NodeRequirements(); err != nil {
+			return nil, fmt.Errorf("localcluster: %w", err)
+		}
+	}
+	bin, nodeBin, err := ensureBinaries(root, log, opts.RealNode)
 	if err != nil {
 		return nil, fmt.Errorf("localcluster: %w", err)
 	}
 	toolsTime := time.Since(begin)
 
-	c := &Cluster{log: log, detach: opts.Detach, bin: bin, auditPolicy: opts.AuditPolicy}
+	c := &Cluster{log: log, detach: opts.Detach, bin: bin, nodeBin: nodeBin, auditPolicy: opts.AuditPolicy, host: "127.0.0.1"}
 	if err := c.prepareDir(opts.Dir); err != nil {
 		return nil, fmt.Errorf("localcluster: %w", err)
 	}
@@ -153,6 +168,16 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
+	if opts.RealNode {
+		ns, err := newNetns(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.node = &Node{c: c, name: nodeName, ns: ns, socket: c.nodePath("containerd.sock"),
+			cgroupParent: "/localcluster-" + strings.TrimPrefix(ns.name, "zw-")}
+		c.host = ns.nsIP.String()
+		c.logf("network namespace %s, apiserver at %s", ns.path(), c.host)
+	}
 	if err := c.start(ctx, opts.Nodes); err != nil {
 		return nil, err
 	}
@@ -201,7 +226,7 @@ func (c *Cluster) start(ctx context.Context, nodes int) error {
 		return err
 	}
 	p.etcdClient, p.etcdPeer, p.apiserver, p.controllerManager, p.scheduler = free[0], free[1], free[2], free[3], free[4]
-	c.server = "https://127.0.0.1:" + strconv.Itoa(p.apiserver)
+	c.server = "https://" + net.JoinHostPort(c.host, strconv.Itoa(p.apiserver))
 
 	if err := os.MkdirAll(c.path("logs"), 0o755); err != nil {
 		return err
@@ -219,7 +244,7 @@ func (c *Cluster) start(ctx context.Context, nodes int) error {
 			return err
 		}
 	}
-	etcdURL := "http://127.0.0.1:" + strconv.Itoa(p.etcdClient) + "/health"
+	etcdURL := "http://" + net.JoinHostPort(c.host, strconv.Itoa(p.etcdClient)) + "/health"
 	if err := c.await(ctx, "etcd health", etcd, func(ctx context.Context) error { return httpOK(ctx, http.DefaultClient, etcdURL) }); err != nil {
 		return err
 	}
@@ -253,10 +278,10 @@ func (c *Cluster) start(ctx context.Context, nodes int) error {
 		check func(context.Context) error
 	}{
 		{"kube-controller-manager /healthz", kcm, func(ctx context.Context) error {
-			return httpOK(ctx, https, "https://127.0.0.1:"+strconv.Itoa(p.controllerManager)+"/healthz")
+			return httpOK(ctx, https, "https://"+net.JoinHostPort(c.host, strconv.Itoa(p.controllerManager))+"/healthz")
 		}},
 		{"kube-scheduler /healthz", scheduler, func(ctx context.Context) error {
-			return httpOK(ctx, https, "https://127.0.0.1:"+strconv.Itoa(p.scheduler)+"/healthz")
+			return httpOK(ctx, https, "https://"+net.JoinHostPort(c.host, strconv.Itoa(p.scheduler))+"/healthz")
 		}},
 		{"the default ServiceAccount (created by kube-controller-manager)", kcm, func(ctx context.Context) error {
 			_, err := c.client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{})
@@ -280,6 +305,9 @@ func (c *Cluster) start(ctx context.Context, nodes int) error {
 		return err
 	}
 	c.logf("smoke test: a Deployment became ready in %s", round(time.Since(t)))
+	if c.node != nil {
+		return c.startNode(ctx)
+	}
 	return nil
 }
 
@@ -301,7 +329,9 @@ func (c *Cluster) smokeTest(ctx context.Context, kcm, scheduler, kwok *process) 
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
-					Containers: []corev1.Container{{Name: "smoke", Image: "localcluster.invalid/smoke"}},
+					// A kwok node: the image exists nowhere.
+					NodeSelector: map[string]string{"type": "kwok"},
+					Containers:   []corev1.Container{{Name: "smoke", Image: "localcluster.invalid/smoke"}},
 				},
 			},
 		},
@@ -347,7 +377,11 @@ func (c *Cluster) logf(format string, args ...any) {
 }
 
 func (c *Cluster) newProcess(name, path string, args []string) *process {
-	return &process{name: name, path: path, args: args, logPath: c.path("logs", name+".log")}
+	p := &process{name: name, path: path, args: args, logPath: c.path("logs", name+".log")}
+	if c.node != nil {
+		p.netns = c.node.ns.path()
+	}
+	return p
 }
 
 func (c *Cluster) startProcess(p *process) error {
@@ -434,7 +468,7 @@ func (c *Cluster) createNodes(ctx context.Context, n int) error {
 					"type":                   "kwok",
 				},
 				Annotations: map[string]string{
-					"kwok.x-k8s.io/node":           "fake",
+					kwokNodeAnnotation:             "fake",
 					"node.alpha.kubernetes.io/ttl": "0",
 				},
 			},
@@ -577,6 +611,7 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 		return fmt.Errorf("localcluster: %w", err)
 	}
 	p := c.newProcess(old.name, old.path, old.args)
+	p.env = old.env
 	c.mu.Lock()
 	if c.stopped {
 		c.mu.Unlock()
@@ -621,7 +656,16 @@ func (c *Cluster) Stop() error {
 		for i, p := range procs {
 			names[i] = p.name
 		}
-		c.stopErr = stopOrdered(names, func(i int) error { return procs[i].stop(stopTimeout) })
+		if c.node != nil {
+			c.stopErr = c.stopNode(procs)
+		}
+		c.stopErr = errors.Join(c.stopErr, stopOrdered(names, func(i int) error { return procs[i].stop(stopTimeout) }))
+		if c.node != nil {
+			// A last sweep: nothing may keep the namespace in use once it is deleted.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			c.stopErr = errors.Join(c.stopErr, killInNetns(c.node.ns), unmountUnder(c.dir), c.node.ns.delete(ctx))
+			cancel()
+		}
 		if c.stopErr != nil {
 			c.keepDir.Store(true)
 		}

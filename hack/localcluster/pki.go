@@ -79,11 +79,11 @@ func (a *authority) issue(tmpl *x509.Certificate) (keyPair, error) {
 }
 
 // serving issues a loopback serving certificate; the apiserver's also carries the in-cluster names.
-func (a *authority) serving(cn string, dnsNames ...string) (keyPair, error) {
+func (a *authority) serving(cn string, ips []net.IP, dnsNames ...string) (keyPair, error) {
 	tmpl := certTemplate(cn)
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	tmpl.DNSNames = append([]string{"localhost"}, dnsNames...)
-	tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	tmpl.IPAddresses = append([]net.IP{net.IPv4(127, 0, 0, 1)}, ips...)
 	return a.issue(tmpl)
 }
 

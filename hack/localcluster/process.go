@@ -25,6 +25,10 @@ type process struct {
 	path    string
 	args    []string
 	logPath string
+	// env is added to the environment the process inherits.
+	env []string
+	// netns, if set, is the network namespace (a path) the process runs in.
+	netns string
 
 	cmd     *exec.Cmd
 	started time.Time
@@ -54,8 +58,15 @@ func (p *process) start(detach bool) error {
 	defer logFile.Close() // the child holds its own copy
 	fmt.Fprintf(logFile, "\n==== %s %s %s\n", time.Now().Format(time.RFC3339), p.path, strings.Join(p.args, " "))
 
-	cmd := exec.Command(p.path, p.args...)
+	path, args := p.path, p.args
+	if p.netns != "" {
+		path, args = (&netns{}).wrapPath(p.netns, path, args)
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	if detach {
 		// A new session: no controlling terminal, so Ctrl-C in the shell that ran `up` does not reach it.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

@@ -75,7 +75,29 @@ func CacheDir() string {
 func DefaultDir() string { return filepath.Join(CacheDir(), "localcluster") }
 
 // ensureBinaries builds whatever hack/tools.sh has not cached yet and returns where everything is.
-func ensureBinaries(root string, log io.Writer) (*binaries, error) {
+func ensureBinaries(root string, log io.Writer, realNode bool) (*binaries, *nodeBinaries, error) {
+	b, err := ensureTools(root, log, realNode)
+	if err != nil || !realNode {
+		return b, nil, err
+	}
+	names := []string{"containerd", "containerd-shim-runc-v2", "ctr", "crictl", "runc", "kubelet", "kube-proxy", "nft", "bridge", "pause"}
+	paths := make([]string, len(names))
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Go(func() { paths[i], errs[i] = toolPath(root, name) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	return b, &nodeBinaries{
+		containerd: paths[0], shim: paths[1], ctr: paths[2], crictl: paths[3], runc: paths[4],
+		kubelet: paths[5], kubeProxy: paths[6], nft: paths[7], cniDir: filepath.Dir(paths[8]), pauseLayout: paths[9],
+	}, nil
+}
+
+func ensureTools(root string, log io.Writer, realNode bool) (*binaries, error) {
 	if err := os.MkdirAll(CacheDir(), 0o755); err != nil {
 		return nil, err
 	}
@@ -92,11 +114,15 @@ func ensureBinaries(root string, log io.Writer) (*binaries, error) {
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 
 	tools := filepath.Join(root, "hack", "tools.sh")
-	cmd := exec.Command("bash", tools, "all")
+	targets := []string{"all"}
+	if realNode {
+		targets = append(targets, "node")
+	}
+	cmd := exec.Command("bash", append([]string{tools}, targets...)...)
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%s all: %w", tools, err)
+		return nil, fmt.Errorf("%s %s: %w", tools, strings.Join(targets, " "), err)
 	}
 
 	names := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok"}
