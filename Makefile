@@ -51,7 +51,6 @@ test-faults: tools ## Fault tests: controller crash, apiserver restart, failover
 
 .PHONY: test-node
 test-node: tools ## Real-node tests: the chart's pods from the built images, a real app woken through Caddy and the gate (ZEROWAKE_SKIP_NODE=1 skips).
-	if [ "$${ZEROWAKE_SKIP_NODE:-}" != 1 ]; then hack/tools.sh node; fi
 	go test $(GO_TEST_FLAGS) -v ./e2e/node/
 
 .PHONY: bench
@@ -79,7 +78,6 @@ lint: ## go vet and staticcheck.
 .PHONY: run
 run: tools build ## Start a local control plane, the controller and a demo wake (Ctrl-C stops everything); NODE=1: the same on a real node, with a URL to open.
 ifeq ($(NODE),1)
-	hack/tools.sh node
 	go run ./hack/demonode
 else
 	go run ./hack/localcluster/cmd/localcluster run -- hack/demo.sh
