@@ -39,6 +39,7 @@ type IngressRoute struct {
 	// Port is the backends' port (the Service's targetPort as a number).
 	Port int
 	// Target is the gate's route, ns/kind/name; empty sends requests to the backends directly.
+	// The route also names the Service, so the gate waits for its ready endpoints.
 	Target string
 	// Timeout is how long the gate holds a request for an idle target (the route's timeout=).
 	Timeout time.Duration
@@ -101,7 +102,9 @@ func IngressCaddyfile(opts IngressProxyOptions, socket string) string {
 	for _, r := range opts.Routes {
 		fmt.Fprintf(&b, "http://%s {\n\tbind unix/%s\n", r.Host, socket)
 		if r.Target != "" {
-			uri := "/auth?target=" + r.Target
+			// service= makes the gate answer 200 only once the Service's EndpointSlices list a
+			// ready endpoint, the ones this proxy sends to (docs/routable.md).
+			uri := "/auth?target=" + r.Target + "&service=" + r.Namespace + "/" + r.Service
 			if r.Timeout > 0 {
 				uri += "&timeout=" + r.Timeout.String()
 			}

@@ -140,7 +140,7 @@ func TestIngressProxyFollowsEndpointSlices(t *testing.T) {
 	if got := <-answered; got != "200 backend 127.0.0.2" {
 		t.Fatalf("held request: %s, want the ready backend's 200\n%s", got, proxy.Log())
 	}
-	if want := "/auth?target=shop/deployment/web&timeout=30s token=s3cret"; lastAuth.Load() != want {
+	if want := "/auth?target=shop/deployment/web&service=shop/web&timeout=30s token=s3cret"; lastAuth.Load() != want {
 		t.Errorf("the gate was called with %v, want %s", lastAuth.Load(), want)
 	}
 

@@ -141,7 +141,9 @@ func InstallChart(ctx context.Context, c *localcluster.Cluster, opts ChartInstal
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home, "HELM_CONFIG_HOME="+home, "HELM_DATA_HOME="+home)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		pods, _ := c.Kubectl(ctx, "get", "pods", "-n", ReleaseNamespace, "-o", "wide")
-		return fmt.Errorf("helm install: %v\n%s\n%s", err, out, pods)
+		logs, _ := c.Kubectl(ctx, "logs", "-n", ReleaseNamespace, "-l", "app.kubernetes.io/name in ("+ControllerName+","+GateName+")",
+			"--prefix", "--tail=3")
+		return fmt.Errorf("helm install: %v\n%s\n%s\n%s", err, out, pods, logs)
 	}
 	return nil
 }
