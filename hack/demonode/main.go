@@ -130,6 +130,7 @@ The cluster keeps running. Open %s, or in another terminal:
 
   export KUBECONFIG=%s
   %s scale deployment web -n demo --replicas=0     # then reload the page: it wakes again
+                                                    # (after the controller's 30s rescale window)
   %s logs -n zerowake-system deployment/zerowake-gate
 
 Caddy's log: %s
