@@ -254,8 +254,8 @@ func coldStartRows(r *Results, add func(metric, value, target string, met *bool)
 func writeColdStartPlot(path string, s *coldStartSamples, r *Results) error {
 	all := []series{
 		{label: "floor: PATCH /scale -> ready endpoint seen (no zerowake)", c: color.RGBA{150, 215, 150, 255}, ms: s.floorEndpoint.ms(), dash: true},
-		{label: "floor: PATCH /scale -> endpoint -> GET through Caddy -> app's 200", c: color.RGBA{140, 190, 230, 255}, ms: s.floor.ms(), dash: true},
-		{label: "zerowake: GET through Caddy + gate -> app's 200 (app at zero)", c: color.RGBA{31, 119, 180, 255}, ms: s.zerowake.ms()},
+		{label: "floor: PATCH /scale -> endpoint -> GET through Caddy -> 200 from the app", c: color.RGBA{140, 190, 230, 255}, ms: s.floor.ms(), dash: true},
+		{label: "zerowake: GET through Caddy + gate -> 200 from the app (app at zero)", c: color.RGBA{31, 119, 180, 255}, ms: s.zerowake.ms()},
 	}
 	title := fmt.Sprintf("real cold starts: %d requests to an app at zero vs the floor, CDF", r.ColdStart.N)
 	return drawCDFs(path, title, "local control plane + a real node (containerd, kubelet)", all, r)
