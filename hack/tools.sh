@@ -3,7 +3,7 @@
 # proxy only, and caches them outside the repository, keyed by version, so later runs reuse them.
 #
 #   hack/tools.sh [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]...   build what is missing
-#   hack/tools.sh path NAME                                               print where NAME is (or will be)
+#   hack/tools.sh path NAME...                                            print where each NAME is (or will be)
 #
 # The cache lives in $ZEROWAKE_CACHE (default: ~/.cache/zerowake). Versions come from the small
 # modules under hack/tools/ and from the project's go.mod, so there is one place to change each.
@@ -215,21 +215,25 @@ build_cni() {
 	done
 }
 
-# kube-proxy (nftables mode) programs Services with the nft command: Debian's, with the two
-# libraries it needs that a minimal Debian lacks, unpacked beside it (run it with
-# LD_LIBRARY_PATH=DIR/lib).
+# kube-proxy (nftables mode) programs Services with the nft command: Debian's, with every
+# library it loads beyond libc unpacked beside it (run it with LD_LIBRARY_PATH=DIR/lib), so that
+# a minimal Debian without them works too.
 build_nft() {
 	local dir; dir=$(dir_for nft)
 	[ -x "$dir/nft" ] && return 0
 	local version; version=$(debian_version nftables)
-	say "fetching nftables $version from the Debian archive into $dir"
+	say "fetching nftables $version and its libraries from the Debian archive into $dir"
 	local tmp="$dir.tmp.$$"
 	rm -rf "$tmp" && mkdir -p "$tmp/root" "$tmp/lib"
-	debian_unpack "$tmp/root" "nftables=$version" "libnftables1=$(debian_version libnftables1)" \
-		"libnftnl11=$(debian_version libnftnl11)"
-	cp -a "$tmp/root"/usr/lib/x86_64-linux-gnu/libnftables.so* "$tmp/root"/usr/lib/x86_64-linux-gnu/libnftnl.so* "$tmp/lib/"
+	local pkgs=("nftables=$version") pkg
+	for pkg in libnftables1 libnftnl11 libmnl0 libxtables12 libjansson4 libgmp10 libedit2 libbsd0 libmd0 libtinfo6; do
+		pkgs+=("$pkg=$(debian_version "$pkg")")
+	done
+	debian_unpack "$tmp/root" "${pkgs[@]}"
+	find "$tmp/root" -name '*.so*' \( -type f -o -type l \) -exec cp -a {} "$tmp/lib/" \;
 	cp "$tmp/root/usr/sbin/nft" "$tmp/nft"
 	rm -rf "$tmp/root"
+	LD_LIBRARY_PATH="$tmp/lib" "$tmp/nft" --version >/dev/null
 	mkdir -p "$(dirname "$dir")"
 	rm -rf "$dir" && mv "$tmp" "$dir"
 }
@@ -359,8 +363,11 @@ fetch_crds() {
 }
 
 if [ "${1:-}" = path ]; then
-	dir=$(dir_for "$2")
-	echo "$dir/$2"
+	shift
+	for name in "$@"; do
+		dir=$(dir_for "$name")
+		echo "$dir/$name"
+	done
 	exit 0
 fi
 [ $# -eq 0 ] && set -- all
@@ -377,6 +384,6 @@ for what in "$@"; do
 	lint) build_lint ;;
 	helm) build_helm ;;
 	crds) fetch_crds ;;
-	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]... | path NAME" >&2; exit 2 ;;
+	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]... | path NAME..." >&2; exit 2 ;;
 	esac
 done

@@ -114,7 +114,7 @@ const (
 
 // owned lists what a cluster creates in its directory, apart from logs, so that a new cluster
 // or Down can clear it without touching anything else a user keeps there.
-var owned = []string{stateFile, "etcd", "pki", "config", "kubeconfig", "kubectl-cache"}
+var owned = []string{stateFile, "etcd", "pki", "config", "kubeconfig", "kubectl-cache", "node"}
 
 // Start builds missing binaries, starts a control plane and waits until it can run pods.
 // On error nothing is left running; the directory is kept so that its logs can be read.
@@ -139,9 +139,6 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("localcluster: %w", err)
 	}
 	if opts.RealNode {
-		if opts.Detach {
-			return nil, errors.New("localcluster: a detached cluster cannot have a real node yet")
-		}
 		if err := NodeRequirements(); err != nil {
 			return nil, fmt.Errorf("localcluster: %w", err)
 		}
@@ -174,8 +171,15 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 		c.node = &Node{c: c, name: nodeName, ns: ns, socket: c.nodePath("containerd.sock"),
-			cgroupParent: "/localcluster-" + strings.TrimPrefix(ns.name, "zw-")}
+			cgroupParent: cgroupParentFor(ns)}
 		c.host = ns.nsIP.String()
+		// Recorded so that a later Start can clean up after a cluster whose process was killed.
+		if err := os.MkdirAll(c.nodePath(), 0o755); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(c.nodePath(netnsFile), []byte(ns.name+"\n"), 0o644); err != nil {
+			return nil, err
+		}
 		c.logf("network namespace %s, apiserver at %s", ns.path(), c.host)
 	}
 	if err := c.start(ctx, opts.Nodes); err != nil {
@@ -206,6 +210,10 @@ func (c *Cluster) prepareDir(dir string) error {
 			return fmt.Errorf("a cluster is already running in %s (%s); stop it first (localcluster down --dir %s)",
 				dir, strings.Join(alive, ", "), dir)
 		}
+	}
+	// What a real node left (mounts above all) goes before any file is removed.
+	if err := sweepNode(dir); err != nil {
+		return fmt.Errorf("cleaning up after the real node of a previous cluster in %s: %w", dir, err)
 	}
 	for _, name := range append(slices.Clone(owned), "logs") {
 		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {

@@ -3,6 +3,8 @@ package localcluster_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -40,13 +42,16 @@ func TestRealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	images := t.TempDir()
+	// Two platforms, as the project's own images have: ImportImage must pick linux/amd64.
 	build := exec.Command("go", "run", ".", "-root", root, "-version", "test", "-out", images,
-		"-images", "testapp", "-platforms", "linux/amd64", "-source-date-epoch", "0")
+		"-images", "testapp", "-platforms", "linux/amd64,linux/arm64", "-source-date-epoch", "0")
 	build.Dir = filepath.Join(root, "hack", "tools", "image")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the testapp image: %v\n%s", err, out)
 	}
 
+	// A bound for a hung run, not a measure: the node's tools are built before this point, and
+	// Start, which waits at most its Timeout, takes seconds here.
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -161,10 +166,42 @@ func TestRealNode(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	// Pods reach the apiserver through the kubernetes Service, as in-cluster clients do; its
+	// certificate must name that address.
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.CAData())
+	apiClient := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext:     node.DialContext,
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+	}}
+	defer apiClient.CloseIdleConnections()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "https://10.96.0.1:443/readyz", nil)
+		resp, err := apiClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			// Anonymous requests may read /readyz (system:public-info-viewer).
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET /readyz through the kubernetes Service: %s", resp.Status)
+			}
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the apiserver through the kubernetes Service: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// The shims and the containers below them, which must be gone after Stop.
 	running := clusterProcesses(t, dir)
-	if len(running) < 4 {
-		t.Errorf("found %d processes of shims and containers, want at least 4 (2 shims, pause, testapp): %v", len(running), running)
+	var shim, app bool
+	for _, cmd := range running {
+		shim = shim || strings.Contains(cmd, "containerd-shim-runc-v2")
+		app = app || strings.TrimSpace(cmd) == "/testapp"
+	}
+	// Otherwise the checks after Stop would look for the wrong processes.
+	if !shim || !app {
+		t.Errorf("among the cluster's processes, found a shim: %v, the testapp container: %v; processes: %v", shim, app, running)
 	}
 	stopStart := time.Now()
 	if err := c.Stop(); err != nil {
@@ -266,6 +303,23 @@ func checkNothingLeft(t *testing.T, dir, netns string, before map[int]string) {
 	t.Helper()
 	if _, err := os.Stat(netns); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the network namespace %s is still there (%v)", netns, err)
+	}
+	// The namespace zw-ID has the veth zwh-ID on the host and the cgroup root localcluster-ID.
+	id := strings.TrimPrefix(filepath.Base(netns), "zw-")
+	if _, err := net.InterfaceByName("zwh-" + id); err == nil {
+		t.Errorf("the host's end of the veth pair, zwh-%s, is still there", id)
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/localcluster-" + id); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
+	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/localcluster-" + id); len(left) > 0 {
+		t.Errorf("cgroups left: %v", left)
+	}
+	links, _ := os.ReadDir("/var/log/containers")
+	for _, l := range links {
+		if target, err := os.Readlink(filepath.Join("/var/log/containers", l.Name())); err == nil && strings.HasPrefix(target, dir+"/") {
+			t.Errorf("log link left: /var/log/containers/%s -> %s", l.Name(), target)
+		}
 	}
 	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {

@@ -110,6 +110,11 @@ func Down(dir string, log io.Writer) error {
 		fmt.Fprintf(log, "localcluster: stopping %s (pid %d)\n", p.Name, p.PID)
 		return stopPID(p, stopTimeout)
 	})
+	// A real node's shims and containers are not among the recorded processes; sweepNode
+	// kills them, and must unmount before any file is removed.
+	if nodeErr := sweepNode(dir); nodeErr != nil {
+		return errors.Join(err, nodeErr)
+	}
 	return errors.Join(err, removeOwned(dir))
 }
 
@@ -179,6 +184,11 @@ func sweepTempDirs() {
 		}
 		var owner stateProcess
 		if json.Unmarshal(data, &owner) != nil || owner.alive() {
+			continue
+		}
+		// A real node's containers, mounts, cgroups and namespace outlive a killed owner.
+		// Never remove files through a mount that is still there.
+		if sweepNode(dir) != nil {
 			continue
 		}
 		_ = os.RemoveAll(dir)

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 )
 
@@ -80,15 +79,8 @@ func ensureBinaries(root string, log io.Writer, realNode bool) (*binaries, *node
 	if err != nil || !realNode {
 		return b, nil, err
 	}
-	names := []string{"containerd", "containerd-shim-runc-v2", "ctr", "crictl", "runc", "kubelet", "kube-proxy", "nft", "bridge", "pause"}
-	paths := make([]string, len(names))
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, name := range names {
-		wg.Go(func() { paths[i], errs[i] = toolPath(root, name) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	paths, err := toolPaths(root, "containerd", "containerd-shim-runc-v2", "ctr", "crictl", "runc", "kubelet", "kube-proxy", "nft", "bridge", "pause")
+	if err != nil {
 		return nil, nil, err
 	}
 	return b, &nodeBinaries{
@@ -125,15 +117,8 @@ func ensureTools(root string, log io.Writer, realNode bool) (*binaries, error) {
 		return nil, fmt.Errorf("%s %s: %w", tools, strings.Join(targets, " "), err)
 	}
 
-	names := []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok"}
-	paths := make([]string, len(names))
-	errs := make([]error, len(names))
-	var wg sync.WaitGroup
-	for i, name := range names {
-		wg.Go(func() { paths[i], errs[i] = toolPath(root, name) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	paths, err := toolPaths(root, "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
+	if err != nil {
 		return nil, err
 	}
 	b := &binaries{
@@ -150,17 +135,24 @@ func ensureTools(root string, log io.Writer, realNode bool) (*binaries, error) {
 	return b, nil
 }
 
-func toolPath(root, name string) (string, error) {
+// toolPaths returns where hack/tools.sh put the named tools, in one run of it, and fails
+// unless each exists.
+func toolPaths(root string, names ...string) ([]string, error) {
 	var stderr bytes.Buffer
-	cmd := exec.Command("bash", filepath.Join(root, "hack", "tools.sh"), "path", name)
+	cmd := exec.Command("bash", append([]string{filepath.Join(root, "hack", "tools.sh"), "path"}, names...)...)
 	cmd.Dir, cmd.Stderr = root, &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("hack/tools.sh path %s: %w: %s", name, err, strings.TrimSpace(stderr.String()))
+		return nil, fmt.Errorf("hack/tools.sh path %s: %w: %s", strings.Join(names, " "), err, strings.TrimSpace(stderr.String()))
 	}
-	path := strings.TrimSpace(string(out))
-	if _, err := os.Stat(path); err != nil {
-		return "", fmt.Errorf("%s was not built: %w", name, err)
+	paths := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(paths) != len(names) {
+		return nil, fmt.Errorf("hack/tools.sh path %s printed %d lines, want %d", strings.Join(names, " "), len(paths), len(names))
 	}
-	return path, nil
+	for i, path := range paths {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("%s was not built: %w", names[i], err)
+		}
+	}
+	return paths, nil
 }

@@ -155,3 +155,24 @@ func imageConfig(t *testing.T, index v1.ImageIndex, digest v1.Hash) *v1.ConfigFi
 	}
 	return cfg
 }
+
+func TestImagesFlag(t *testing.T) {
+	base := []string{"-root", t.TempDir(), "-version", "v1", "-out", t.TempDir(), "-source-date-epoch", "0"}
+	opts, err := parseFlags(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(opts.images, ","); got != defaultImages {
+		t.Errorf("default images: %s, want %s", got, defaultImages)
+	}
+	opts, err = parseFlags(append(base, "-images", "pause, testapp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(opts.images, ","); got != "pause,testapp" {
+		t.Errorf("-images pause,testapp: got %s", got)
+	}
+	if _, err := parseFlags(append(base, "-images", "nginx")); err == nil {
+		t.Error("-images nginx: no error for an image this command cannot build")
+	}
+}

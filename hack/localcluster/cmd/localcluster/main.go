@@ -1,8 +1,8 @@
 // Command localcluster runs the project's local control plane (see package localcluster).
 //
-//	localcluster up   [--dir DIR]             start a cluster that outlives the command
+//	localcluster up   [--dir DIR] [--real-node]  start a cluster that outlives the command
 //	localcluster down [--dir DIR]             stop it
-//	localcluster run  [--dir DIR] -- CMD ...  start a cluster, run CMD with KUBECONFIG set, stop it
+//	localcluster run  [--dir DIR] [--real-node] -- CMD ...  start a cluster, run CMD with KUBECONFIG set, stop it
 package main
 
 import (
@@ -21,10 +21,15 @@ import (
 )
 
 const usage = `usage:
-  localcluster up   [--dir DIR] [--nodes N]            start a cluster in the background
+  localcluster up   [--dir DIR] [--nodes N] [--real-node]
+                                                       start a cluster in the background
   localcluster down [--dir DIR]                        stop the cluster that up started
-  localcluster run  [--dir DIR] [--nodes N] -- CMD...  start a cluster, run CMD with KUBECONFIG
+  localcluster run  [--dir DIR] [--nodes N] [--real-node] -- CMD...
+                                                       start a cluster, run CMD with KUBECONFIG
                                                        set, and stop the cluster when CMD exits
+
+--real-node adds a real node (root only) and runs the cluster in a network namespace; run
+passes its path to CMD as $LOCALCLUSTER_NETNS.
 
 up and down use DIR (default %s); run uses a temporary
 directory unless --dir is given. Component logs are in DIR/logs.
@@ -61,19 +66,27 @@ func main() {
 }
 
 func flags(name, defaultDir string, args []string) (dir string, nodes int, rest []string, err error) {
+	dir, nodes, _, rest, err = flagsNode(name, defaultDir, args)
+	return dir, nodes, rest, err
+}
+
+func flagsNode(name, defaultDir string, args []string) (dir string, nodes int, realNode bool, rest []string, err error) {
 	fs := flag.NewFlagSet("localcluster "+name, flag.ContinueOnError)
 	fs.StringVar(&dir, "dir", defaultDir, "directory for the cluster's state and logs")
 	if name != "down" {
 		fs.IntVar(&nodes, "nodes", 1, "number of kwok nodes")
 	}
-	if err := fs.Parse(args); err != nil {
-		return "", 0, nil, err
+	if name != "down" {
+		fs.BoolVar(&realNode, "real-node", false, "also start a real node (root only), the cluster inside a network namespace")
 	}
-	return dir, nodes, fs.Args(), nil
+	if err := fs.Parse(args); err != nil {
+		return "", 0, false, nil, err
+	}
+	return dir, nodes, realNode, fs.Args(), nil
 }
 
 func up(args []string) error {
-	dir, nodes, rest, err := flags("up", localcluster.DefaultDir(), args)
+	dir, nodes, realNode, rest, err := flagsNode("up", localcluster.DefaultDir(), args)
 	if err != nil {
 		return err
 	}
@@ -86,9 +99,12 @@ func up(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Detach: true, Nodes: nodes})
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Detach: true, Nodes: nodes, RealNode: realNode})
 	if err != nil {
 		return err
+	}
+	if n := c.Node(); n != nil {
+		fmt.Printf("\nThe real node %s and the cluster run in the network namespace %s (nsenter --net=%s).\n", n.Name(), n.NetNS(), n.NetNS())
 	}
 	fmt.Printf("\nThe cluster runs in the background; logs are in %s/logs.\n\n  export KUBECONFIG=%s\n\nStop it with: localcluster down --dir %s\n",
 		c.Dir(), c.Kubeconfig(), c.Dir())
@@ -116,7 +132,7 @@ func down(args []string) error {
 
 // run returns CMD's exit status, or an error if the cluster could not be started or stopped.
 func run(args []string) (code int, err error) {
-	dir, nodes, rest, err := flags("run", "", args)
+	dir, nodes, realNode, rest, err := flagsNode("run", "", args)
 	if err != nil {
 		return 0, err
 	}
@@ -139,7 +155,7 @@ func run(args []string) (code int, err error) {
 		}
 	}()
 
-	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Nodes: nodes})
+	c, err := localcluster.Start(ctx, localcluster.Options{Dir: dir, Nodes: nodes, RealNode: realNode})
 	if err != nil {
 		return 0, err
 	}
@@ -152,6 +168,9 @@ func run(args []string) (code int, err error) {
 	cmd := exec.Command(rest[0], rest[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+c.Kubeconfig())
+	if n := c.Node(); n != nil {
+		cmd.Env = append(cmd.Env, "LOCALCLUSTER_NETNS="+n.NetNS(), "LOCALCLUSTER_NODE="+n.Name())
+	}
 	if err := cmd.Start(); err != nil {
 		return 0, err
 	}
