@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,7 +45,8 @@ func (c *Cluster) stopNode(procs []*process) error {
 		}
 		errs = append(errs, p.stop(stopTimeout))
 	}
-	errs = append(errs, killInNetns(n.ns), unmountUnder(c.nodePath()), removeCgroups(n.cgroupParent), removeLogLinks(c.nodePath()))
+	errs = append(errs, killInNetns(n.ns), unmountUnder(c.nodePath()), removeCgroups(n.cgroupParent),
+		removeLogLinks(c.nodePath()), removeStaleShimSockets())
 	return errors.Join(errs...)
 }
 
@@ -70,11 +72,46 @@ func sweepNode(dir string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return errors.Join(killInNetns(ns), unmountUnder(dir), removeCgroups(cgroupParentFor(ns)),
-		removeLogLinks(filepath.Join(dir, "node")), ns.delete(ctx))
+		removeLogLinks(filepath.Join(dir, "node")), removeStaleShimSockets(), ns.delete(ctx))
 }
 
 // cgroupParentFor names the cgroup root of the pods of the node in ns.
 func cgroupParentFor(ns *netns) string { return "/localcluster-" + strings.TrimPrefix(ns.name, "zw-") }
+
+// shimSockets is where every containerd's shims listen, whatever its configuration says. A
+// shim removes its socket when it exits, unless it is killed.
+const shimSockets = "/run/containerd/s"
+
+// removeStaleShimSockets removes the sockets in shimSockets that nothing listens on any more.
+// They may belong to other nodes on the machine, so a socket goes only when a connection to it
+// is refused: a live shim accepts, whatever network namespace it is in.
+func removeStaleShimSockets() error {
+	entries, err := os.ReadDir(shimSockets)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.Type()&fs.ModeSocket == 0 {
+			continue
+		}
+		path := filepath.Join(shimSockets, e.Name())
+		conn, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			conn.Close()
+			continue
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // containerLogLinks is where every kubelet links its containers' logs, whatever its
 // configuration says; the links of pods removed through the CRI stay behind.
