@@ -72,7 +72,7 @@ func TestMain(m *testing.M) {
 			os.Exit(0)
 		}
 		if err := localcluster.NodeRequirements(); err != nil {
-			fmt.Fprintf(os.Stderr, "e2e/node: this host cannot run the real node: %v\n(ZEROWAKE_SKIP_NODE=1 skips these tests)\n", err)
+			fmt.Fprintf(os.Stderr, "e2e/node: %v\n(ZEROWAKE_SKIP_NODE=1 skips these tests)\n", err)
 			os.Exit(1)
 		}
 	}

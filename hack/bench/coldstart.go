@@ -62,7 +62,7 @@ var (
 
 func (b *bench) coldStart(ctx context.Context) error {
 	if err := localcluster.NodeRequirements(); err != nil {
-		return fmt.Errorf("this host cannot run the real node: %w", err)
+		return err
 	}
 	t := time.Now()
 	cluster, err := localcluster.Start(ctx, localcluster.Options{RealNode: true, Log: os.Stderr, Timeout: 3 * time.Minute})

@@ -47,7 +47,7 @@ func run() error {
 	listen := flag.String("listen", "127.0.0.1:8090", "Where the URL to open listens (a forwarder to Caddy on the node).")
 	flag.Parse()
 	if err := localcluster.NodeRequirements(); err != nil {
-		return fmt.Errorf("this host cannot run the real node: %w", err)
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
