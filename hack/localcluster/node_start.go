@@ -48,20 +48,20 @@ func (c *Cluster) writeNodeConfig(ca *authority) error {
 		}
 	}
 
-	containerd := fmt.Sprintf(`version = 3
+	containerd := fmt.Sprintf(`version = 4
 root = %[1]q
 state = %[2]q
 # Plugins that would write outside the cluster's directory, and that a test node never needs.
 disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.erofs"]
 
-[grpc]
-  address = %[3]q
-
-[ttrpc]
-  address = %[4]q
-
 [debug]
   level = "info"
+
+[plugins.'io.containerd.server.v1.grpc']
+  address = %[3]q
+
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = %[4]q
 
 [plugins.'io.containerd.cri.v1.runtime']
   # Without CAP_SYS_RESOURCE runc cannot lower oom_score_adj below ours, as sandboxes ask.
@@ -237,7 +237,9 @@ func (c *Cluster) startNode(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := c.await(ctx, "the real node Ready", kubelet, func(ctx context.Context) error {
+	// Ready and untainted: the controller manager lifts the not-ready taint moments after the
+	// kubelet reports Ready, and until then the scheduler would not place pods here.
+	if err := c.await(ctx, "the real node Ready and untainted", kubelet, func(ctx context.Context) error {
 		node, err := c.client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -245,6 +247,9 @@ func (c *Cluster) startNode(ctx context.Context) error {
 		for _, cond := range node.Status.Conditions {
 			if cond.Type == corev1.NodeReady {
 				if cond.Status == corev1.ConditionTrue {
+					if len(node.Spec.Taints) > 0 {
+						return fmt.Errorf("node %s has taints %v", nodeName, node.Spec.Taints)
+					}
 					return nil
 				}
 				return fmt.Errorf("node %s: %s: %s", nodeName, cond.Reason, cond.Message)
