@@ -42,12 +42,16 @@ tools: ## Build (or reuse) etcd, kwok, the Kubernetes binaries and helm; fetch t
 
 .PHONY: test
 test: tools ## Run unit and integration tests (each integration package starts its own local control plane).
-	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v /e2e/faults)
+	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /e2e/faults -e /e2e/node)
 	cd hack/tools/image && go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-faults
 test-faults: tools ## Fault tests: controller crash, apiserver restart, failover, fights, churn, least privilege (~5 min).
 	go test $(GO_TEST_FLAGS) -v ./e2e/faults/
+
+.PHONY: test-node
+test-node: tools ## Real-node tests: the chart's pods from the built images, a real app woken through Caddy and the gate (ZEROWAKE_SKIP_NODE=1 skips).
+	go test $(GO_TEST_FLAGS) -v ./e2e/node/
 
 .PHONY: bench
 bench: tools ## Benchmarks on the local control plane: table, JSON at BENCH_OUT and a PNG plot (BENCH_QUICK=1: shorter).
@@ -72,8 +76,12 @@ lint: ## go vet and staticcheck.
 	"$$(hack/tools.sh path staticcheck)" $$(go list ./... | grep -v /generated/)
 
 .PHONY: run
-run: tools build ## Start a local control plane, the controller and a demo wake (Ctrl-C stops everything).
+run: tools build ## Start a local control plane, the controller and a demo wake (Ctrl-C stops everything); NODE=1: the same on a real node, with a URL to open.
+ifeq ($(NODE),1)
+	go run ./hack/demonode
+else
 	go run ./hack/localcluster/cmd/localcluster run -- hack/demo.sh
+endif
 
 .PHONY: cluster-up
 cluster-up: tools ## Start a local control plane in the background and print its kubeconfig.

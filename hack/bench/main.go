@@ -11,8 +11,11 @@
 // seen -> Ready written while signals keep arriving), gate (the wake gate and its cost behind
 // Caddy and nginx, see gate.go and gateload.go), endpoints (the gate among 10,000 EndpointSlices),
 // sleep (activity writes of an active target, writes per sleep and wake cycle, time from
-// idle-after to zero replicas; see sleep.go) and footprint (memory and idle writes). Single and burst figures run from the
-// signal being sent and are given as ratios to the one-PATCH floor. It prints a table, writes
+// idle-after to zero replicas; see sleep.go), footprint (memory and idle writes), and coldstart
+// (on a real-node cluster of its own: a client's request through Caddy and the gate to an app at
+// zero, against PATCH /scale by hand, see coldstart.go; its plot goes to BASENAME-coldstart.png).
+// Single and burst figures run from the signal being sent and are given as ratios to the
+// one-PATCH floor. It prints a table, writes
 // JSON to $BENCH_OUT (default bench-results.json at the repository root) and a PNG with the
 // latency CDFs of scenario 2 and the floors next to it. BENCH_QUICK=1 takes fewer samples.
 // Every event is timestamped from watches as it arrives; nothing is timed by polling.
@@ -75,9 +78,10 @@ type bench struct {
 	ctrlN    int
 	holder   string
 
-	single  singleSamples
-	floorTs floorSamples
-	results Results
+	single      singleSamples
+	floorTs     floorSamples
+	coldSamples *coldStartSamples
+	results     Results
 }
 
 func main() {
@@ -102,7 +106,7 @@ func run() error {
 	flag.StringVar(&cfg.out, "out", defOut, "JSON output path ($BENCH_OUT); the PNG plot goes next to it with the same basename.")
 	flag.BoolVar(&cfg.quick, "quick", quick, "Fewer samples, same scenarios ($BENCH_QUICK=1).")
 	flag.StringVar(&cfg.profileDir, "profile-dir", "", "If set, save controller CPU profiles of scenarios 2 and 3 and heap profiles of scenarios 3 and 5 here.")
-	flag.StringVar(&only, "only", "", "Comma-separated scenarios to run (floor,single,herd,sustained,gate,endpoints,sleep,burst,footprint); empty means all.")
+	flag.StringVar(&only, "only", os.Getenv("BENCH_ONLY"), "Comma-separated scenarios to run (floor,single,herd,sustained,gate,endpoints,sleep,burst,footprint,coldstart; $BENCH_ONLY); empty means all.")
 	flag.StringVar(&extra, "controller-args", "", "Extra controller flags, space-separated (for experiments; the published run uses none).")
 	flag.StringVar(&bursts, "bursts", "", "Comma-separated burst sizes, each run after its one-PATCH floor (default 100,500 quick, 100,1000,10000 full).")
 	flag.StringVar(&cfg.binary, "controller-binary", "", "Run this controller binary instead of building cmd/zerowake-controller (for experiments).")
@@ -156,9 +160,12 @@ func run() error {
 	b.results.Env = collectEnv(root, cfg)
 	logf("load average at start: %s", b.results.Env.LoadAvgStart)
 
-	if err := b.setup(ctx); err != nil {
-		b.teardown()
-		return err
+	// The cold starts run on a real-node cluster of their own; the other scenarios share this one.
+	if !b.onlyColdStart() {
+		if err := b.setup(ctx); err != nil {
+			b.teardown()
+			return err
+		}
 	}
 	err = b.scenarios(ctx)
 	b.teardown()
@@ -177,14 +184,28 @@ func run() error {
 		return err
 	}
 	png := strings.TrimSuffix(cfg.out, filepath.Ext(cfg.out)) + ".png"
-	if err := writePlot(png, &b.single, &b.floorTs, &b.results); err != nil {
-		return fmt.Errorf("plot: %w", err)
+	if b.onlyColdStart() {
+		png = "no single-wake plot"
+	} else {
+		if err := writePlot(png, &b.single, &b.floorTs, &b.results); err != nil {
+			return fmt.Errorf("plot: %w", err)
+		}
+	}
+	if b.coldSamples != nil {
+		coldPNG := strings.TrimSuffix(cfg.out, filepath.Ext(cfg.out)) + "-coldstart.png"
+		if err := writeColdStartPlot(coldPNG, b.coldSamples, &b.results); err != nil {
+			return fmt.Errorf("plot: %w", err)
+		}
+		logf("wrote %s", coldPNG)
 	}
 	logf("wrote %s and %s in %s (load average at end: %s)", cfg.out, png, time.Since(begin).Round(time.Second), b.results.Env.LoadAvgEnd)
 	return nil
 }
 
 func (b *bench) want(scenario string) bool { return len(b.cfg.only) == 0 || b.cfg.only[scenario] }
+
+// onlyColdStart reports whether the cold starts are the only scenario asked for.
+func (b *bench) onlyColdStart() bool { return len(b.cfg.only) == 1 && b.cfg.only["coldstart"] }
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench: %s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
@@ -286,6 +307,8 @@ func (b *bench) scenarios(ctx context.Context) error {
 		// through (a ReplicaSet each, minutes at its API rate), behind which any later
 		// scenario's target would wait to become ready.
 		{"footprint", b.footprint},
+		// On a real-node cluster of its own, started and stopped by the scenario.
+		{"coldstart", b.coldStart},
 	}
 	for _, s := range steps {
 		if !b.want(s.name) {
@@ -293,7 +316,7 @@ func (b *bench) scenarios(ctx context.Context) error {
 		}
 		t := time.Now()
 		logf("scenario %s: starting (load average %s)", s.name, loadAvg())
-		if s.name != "floor" && b.ctrl == nil {
+		if s.name != "floor" && s.name != "coldstart" && b.ctrl == nil {
 			if err := b.startController(ctx); err != nil {
 				return err
 			}

@@ -32,6 +32,13 @@ func writePlot(path string, s *singleSamples, f *floorSamples, r *Results) error
 		{label: "zerowake: create sent -> Ready condition seen (pods ready, kwok)", c: color.RGBA{44, 160, 44, 255}, ms: s.sentReady.ms()},
 		{label: "zerowake: Deployment ready -> Ready condition (ready_detect)", c: color.RGBA{214, 39, 40, 255}, ms: s.detect.ms()},
 	}
+	title := fmt.Sprintf("scale from zero: %d sequential wakes vs the API floor (%d rounds), CDF", r.Single.N, r.Floor.N)
+	return drawCDFs(path, title, "local control plane + kwok", all, r)
+}
+
+// drawCDFs draws the series' CDFs on a log-scale time axis as a PNG, with a title and a
+// subtitle naming the machine and where the figures come from.
+func drawCDFs(path, title, where string, all []series, r *Results) error {
 	const W, H = 1100, 870
 	const left, right, top, bottom = 90, 30, 80, 250
 	img := image.NewRGBA(image.Rect(0, 0, W, H))
@@ -86,11 +93,10 @@ func writePlot(path string, s *singleSamples, f *floorSamples, r *Results) error
 	line(img, left, top+ph, left+pw, top+ph, black, 2, false)
 	xl := "milliseconds (log scale)"
 	drawText(img, left+pw/2-textWidth(xl, 2)/2, top+ph+40, xl, black, 2)
-	title := fmt.Sprintf("scale from zero: %d sequential wakes vs the API floor (%d rounds), CDF", r.Single.N, r.Floor.N)
 	drawText(img, left, 18, title, black, 2)
 	e := r.Env
 	sub := fmt.Sprintf("%d cores, %s, kubernetes %s, %s, commit %s, %s", e.Cores, e.Go, e.Kubernetes,
-		time.Now().UTC().Format("2006-01-02"), short(e.GitCommit), "local control plane + kwok")
+		time.Now().UTC().Format("2006-01-02"), short(e.GitCommit), where)
 	drawText(img, left, 46, sub, color.RGBA{80, 80, 80, 255}, 1)
 
 	// CDFs as step lines.

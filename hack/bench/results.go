@@ -26,6 +26,7 @@ type Results struct {
 	Gate      *Gate      `json:"gate,omitempty"`
 	Endpoints *Endpoints `json:"endpoints,omitempty"`
 	Sleep     *Sleep     `json:"sleep,omitempty"`
+	ColdStart *ColdStart `json:"coldstart,omitempty"`
 	Env       Env        `json:"env"`
 }
 
@@ -302,6 +303,7 @@ func printTable(w io.Writer, r *Results) {
 	gateRows(r, add)
 	endpointsRows(r, add)
 	sleepRows(r, add)
+	coldStartRows(r, add)
 
 	others := func(cpu map[string]float64) string {
 		if cpu == nil {
