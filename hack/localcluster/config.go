@@ -72,6 +72,16 @@ func (c *Cluster) writeConfig(p ports) error {
 		}
 		pki[name+".crt"], pki[name+".key"] = kp.cert, kp.key
 	}
+	if c.node != nil {
+		// The apiserver's identity towards the kubelet (kubectl logs, exec, port-forward): the
+		// kubelet trusts this CA's client certificates and asks the apiserver, by
+		// SubjectAccessReview, whether that user may; system:masters may.
+		kp, err := ca.client("kube-apiserver-kubelet-client", "system:masters")
+		if err != nil {
+			return err
+		}
+		pki["apiserver-kubelet-client.crt"], pki["apiserver-kubelet-client.key"] = kp.cert, kp.key
+	}
 	if err := writeFiles(c.path("pki"), pki); err != nil {
 		return err
 	}
@@ -188,8 +198,14 @@ func (c *Cluster) apiserverArgs(p ports) []string {
 		"--shutdown-send-retry-after=true",
 	}
 	if c.node != nil {
-		// Pods of the real node reach the apiserver through the kubernetes Service.
-		args = append(args, "--endpoint-reconciler-type=lease")
+		// Pods of the real node reach the apiserver through the kubernetes Service. The
+		// apiserver reaches the kubelet (logs, exec) at the node's InternalIP: the namespace has
+		// no resolver, so the default order, which tries the Hostname first, fails whenever the
+		// host's resolver is unreachable from inside it.
+		args = append(args, "--endpoint-reconciler-type=lease",
+			"--kubelet-preferred-address-types=InternalIP,Hostname",
+			"--kubelet-client-certificate="+pki("apiserver-kubelet-client.crt"),
+			"--kubelet-client-key="+pki("apiserver-kubelet-client.key"))
 	} else {
 		// The endpoints of the kubernetes Service may not be loopback addresses, and nothing in
 		// the cluster dials them.
