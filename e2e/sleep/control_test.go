@@ -89,7 +89,7 @@ func idlerCycles(t *testing.T, ns, name, site string, cycles, racers int, o *out
 //
 // It runs always: the gap is the controller's and the gate's informers plus a status write
 // (here, the latest call served at zero was sent 27–74ms after the PATCH returned), and with
-// eight calls spread over 100ms either side of each of 18 PATCHes, every one of 11 runs saw
+// eight calls spread over 100ms either side of each of 18 PATCHes, every one of 12 runs saw
 // 9–26 calls sent after the PATCH served at zero. In this harness the backend never goes
 // away, so a call let through at zero is served rather than lost: the witness's count stands
 // for the calls real pods would lose.
