@@ -32,10 +32,17 @@ import (
 // sleep after idleAfter.
 func createSleepy(t *testing.T, ns, name string) {
 	t.Helper()
+	createWorkload(t, ns, name, map[string]string{v1alpha1.AnnotationIdleAfter: idleAfter.String()})
+}
+
+// createWorkload creates Deployment name in ns at zero replicas, opted in to waking, with
+// annotations.
+func createWorkload(t *testing.T, ns, name string, annotations map[string]string) {
+	t.Helper()
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns,
 			Labels:      map[string]string{v1alpha1.LabelWake: "true"},
-			Annotations: map[string]string{v1alpha1.AnnotationIdleAfter: idleAfter.String()}},
+			Annotations: annotations},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](0),
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
@@ -54,18 +61,24 @@ func createSleepy(t *testing.T, ns, name string) {
 // witness is the backend standing in for a target's pods: for every request that reaches it,
 // it reads the Deployment from the API server and counts a request served while the target
 // had no replicas, or none ready. The read comes after the gate answered, so a target that was
-// up when the gate answered and lowered before the read counts against the protocol too.
+// up when the gate answered and lowered before the read counts against the protocol too. The
+// other way round, a target at zero when the gate answered and raised again before the read
+// (another call woke it) still counts: its status then either shows no ready replica yet, or
+// has not caught up with the raise (observedGeneration behind generation) and so still shows
+// the pods the sleep removed — which is not a ready pod either.
 type witness struct {
 	ns, name        string
 	served          atomic.Int64
 	atZero, unready atomic.Int64
 	mu              sync.Mutex
 	violations      []string
-	server          *httptest.Server
+	// unsafe holds the paths of the calls counted in atZero or unready.
+	unsafe map[string]bool
+	server *httptest.Server
 }
 
 func newWitness(t *testing.T, ns, name string) *witness {
-	w := &witness{ns: ns, name: name}
+	w := &witness{ns: ns, name: name, unsafe: map[string]bool{}}
 	w.server = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		d, err := kube.AppsV1().Deployments(ns).Get(r.Context(), name, metav1.GetOptions{})
 		if err != nil {
@@ -73,13 +86,18 @@ func newWitness(t *testing.T, ns, name string) *witness {
 			return
 		}
 		w.served.Add(1)
+		at := time.Now().Format("15:04:05.000")
 		switch {
 		case *d.Spec.Replicas == 0:
 			w.atZero.Add(1)
-			w.note(fmt.Sprintf("%s served at 0 replicas (%s)", r.URL.Path, time.Now().Format("15:04:05.000")))
+			w.note(r.URL.Path, fmt.Sprintf("%s served at 0 replicas (%s)", r.URL.Path, at))
+		case d.Status.ObservedGeneration < d.Generation:
+			w.unready.Add(1)
+			w.note(r.URL.Path, fmt.Sprintf("%s served while the status had not caught up with %d replicas (generation %d, observed %d; %s)",
+				r.URL.Path, *d.Spec.Replicas, d.Generation, d.Status.ObservedGeneration, at))
 		case d.Status.ReadyReplicas == 0:
 			w.unready.Add(1)
-			w.note(fmt.Sprintf("%s served with 0 ready of %d (%s)", r.URL.Path, *d.Spec.Replicas, time.Now().Format("15:04:05.000")))
+			w.note(r.URL.Path, fmt.Sprintf("%s served with 0 ready of %d (%s)", r.URL.Path, *d.Spec.Replicas, at))
 		}
 		fmt.Fprintf(rw, "backend: %s\n", r.URL.Path)
 	}))
@@ -87,9 +105,10 @@ func newWitness(t *testing.T, ns, name string) *witness {
 	return w
 }
 
-func (w *witness) note(s string) {
+func (w *witness) note(path, s string) {
 	w.mu.Lock()
 	w.violations = append(w.violations, s)
+	w.unsafe[path] = true
 	w.mu.Unlock()
 }
 
