@@ -135,9 +135,12 @@ func (r *replica) metric(t *testing.T, name string, labels ...string) float64 {
 	return v
 }
 
-// startRollingCaddy runs Caddy with one site per route, each asking the replicas round robin
+// startRollingCaddy runs Caddy with one site per route, each asking a replica chosen at random
 // through forward_auth, health-checking their /readyz, and retrying nothing. It returns Caddy
-// and the sites' URLs.
+// and the sites' URLs. Not round_robin: Caddy's round robin advances one counter shared by
+// concurrent requests, so a request can step over the only healthy replica of three and fail
+// with "no upstreams available" (seen: 2–6 calls per run while A leaves and C is not up yet);
+// random chooses among the healthy replicas only.
 func startRollingCaddy(t *testing.T, replicas []*replica, opsPort int, routes ...string) (*framework.Proxy, []string) {
 	t.Helper()
 	upstreams := make([]string, len(replicas))
@@ -157,7 +160,7 @@ func startRollingCaddy(t *testing.T, replicas []*replica, opsPort int, routes ..
 	forward_auth %s {
 		uri /auth?%s
 		header_up %s %s
-		lb_policy round_robin
+		lb_policy random
 		health_uri /readyz
 		health_port %d
 		health_interval %s
@@ -292,7 +295,7 @@ func TestRollingReplacementFailsNoCall(t *testing.T) {
 	steady, waking := startTraffic(sites[0], 4), startTraffic(sites[1], 4)
 	defer steady.Stop()
 	defer waking.Stop()
-	waitFor(t, 30*time.Second, "round robin sends the waking target's calls to both replicas, which hold them", func() bool {
+	waitFor(t, 30*time.Second, "random choice sends the waking target's calls to both replicas, which hold them", func() bool {
 		return a.metric(t, "zerowake_gate_held_requests") > 0 && b.metric(t, "zerowake_gate_held_requests") > 0
 	})
 
@@ -376,7 +379,7 @@ func TestRollingWithoutDelayFailsCalls(t *testing.T) {
 	}
 	steady := startTraffic(sites[0], 4)
 	defer steady.Stop()
-	waitFor(t, 10*time.Second, "round robin sends calls to A", func() bool {
+	waitFor(t, 10*time.Second, "random choice sends calls to A", func() bool {
 		return a.metric(t, "zerowake_gate_answers_total", "outcome", "awake") >= 20
 	})
 	a.terminate(t)
