@@ -699,3 +699,47 @@ func TestStatusConflictIsReturned(t *testing.T) {
 		t.Fatalf("want conflict so the key is retried, got %v", err)
 	}
 }
+
+// A target found already up by the live read (something else raised it: a GitOps sync, a
+// person) is Ready only once the cache holds that read: an older entry may still show the pods
+// a sleep removed since, ready.
+func TestAlreadyScaledIsReadyOnlyOnceTheCacheCaughtUpWithTheRead(t *testing.T) {
+	f := newFixture(t, DefaultAllowedKinds, newRequest("Deployment"))
+	f.ctrl.watcher = newInventoryFollower(f.inventory)
+	f.scaler.result = scaling.Result{Resource: deployments, PreviousReplicas: 1, Replicas: 1, ResourceVersion: "45"}
+	stale := scaling.InventoryEntry{ResourceVersion: "41", State: scaling.TargetState{Exists: true, Current: true, Replicas: 1, ReadyReplicas: 1}}
+	f.inventory.set("web", stale)
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range f.statusWrites() {
+		if w.Status.Phase == v1alpha1.PhaseReady {
+			t.Fatalf("Ready from a cache entry (resourceVersion 41) older than the live read (45): %+v", w.Status)
+		}
+	}
+	f.client.ClearActions()
+	// The cache catches up: the raise's pod is not ready yet, then it is.
+	f.inventory.set("web", scaling.InventoryEntry{ResourceVersion: "45", State: scaling.TargetState{Exists: true, Current: true, Replicas: 1}})
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range f.statusWrites() {
+		if w.Status.Phase == v1alpha1.PhaseReady {
+			t.Fatalf("Ready with no ready replica: %+v", w.Status)
+		}
+	}
+	f.inventory.set("web", scaling.InventoryEntry{ResourceVersion: "46", State: scaling.TargetState{Exists: true, Current: true, Replicas: 1, ReadyReplicas: 1}})
+	// Whatever the earlier passes wrote is what the informer holds now.
+	for _, w := range f.statusWrites() {
+		if err := f.put(w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.client.ClearActions()
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if status := f.lastStatus(); status.Phase != v1alpha1.PhaseReady {
+		t.Fatalf("phase %s once the cache shows the target ready at the read's version, want Ready", status.Phase)
+	}
+}

@@ -80,6 +80,9 @@ type sleeps struct {
 	overrides map[string][]time.Time
 	// stopped maps a target id to the idle-after value for which the controller gave up.
 	stopped map[string]string
+	// slept maps an Asleep request to its target's resourceVersion after the controller's scale
+	// to zero: until the cache holds that, it shows the target as it was before, ready.
+	slept map[cache.ObjectName]string
 }
 
 // startSleeping wires the sleep informers' events into the controller.
@@ -95,6 +98,7 @@ func (c *Controller) startSleeping() error {
 		config: *cfg, startedAt: c.clock.Now(),
 		activitySeen: map[string]time.Time{}, members: map[string]memberSeen{},
 		decisions: map[cache.ObjectName]sleepDecision{}, overrides: map[string][]time.Time{}, stopped: map[string]string{},
+		slept: map[cache.ObjectName]string{},
 	}
 	s := c.sleeps
 	if _, err := cfg.Activity.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -419,7 +423,8 @@ func (c *Controller) drain(ctx context.Context, key cache.ObjectName, cached *v1
 	if !ok {
 		return c.callOffSleep(ctx, key, cached, entry, abortTargetChanged, "this controller cannot lower replicas")
 	}
-	if _, err := sleeper.ScaleToZero(ctx, target, d.scaleRV); err != nil {
+	result, err := sleeper.ScaleToZero(ctx, target, d.scaleRV)
+	if err != nil {
 		if scaling.ReasonOf(err) == scaling.ReasonConflict {
 			return c.callOffSleep(ctx, key, cached, entry, abortTargetChanged, "something changed its replicas since the decision")
 		}
@@ -430,6 +435,7 @@ func (c *Controller) drain(ctx context.Context, key cache.ObjectName, cached *v1
 	c.metrics.idleToZero.Observe(now.Sub(d.since).Seconds())
 	s.mu.Lock()
 	delete(s.decisions, key)
+	s.slept[key] = result.ResourceVersion
 	s.mu.Unlock()
 
 	sr := live.DeepCopy()
@@ -525,11 +531,17 @@ func (c *Controller) followAsleep(ctx context.Context, key cache.ObjectName, cac
 	entry scaling.InventoryEntry) error {
 	minReplicas := max(cached.Spec.MinReplicas, 1)
 	state := entry.State
+	s := c.sleeps
+	id := targetID(cached)
+	s.mu.Lock()
+	slept, ok := s.slept[key]
+	s.mu.Unlock()
+	if ok && !atOrAfter(entry.ResourceVersion, slept) {
+		return nil // the cache's event for the scale to zero brings the request back
+	}
 	if !state.ReadyFor(minReplicas) {
 		return nil
 	}
-	s := c.sleeps
-	id := targetID(cached)
 	raw, _, _, _ := s.idleAfter(entry)
 	now := c.clock.Now()
 	s.mu.Lock()
@@ -541,6 +553,7 @@ func (c *Controller) followAsleep(ctx context.Context, key cache.ObjectName, cac
 	}
 	recent = append(recent, now)
 	s.overrides[id] = recent
+	delete(s.slept, key)
 	gaveUp := len(recent) >= maxOverrides
 	if gaveUp {
 		s.stopped[id] = raw
@@ -600,6 +613,7 @@ func (r *reconciliation) leaveSleep(phase v1alpha1.ScaleRequestPhase) {
 	if c.sleeps != nil {
 		c.sleeps.mu.Lock()
 		delete(c.sleeps.decisions, r.key)
+		delete(c.sleeps.slept, r.key)
 		c.sleeps.mu.Unlock()
 	}
 	if phase == v1alpha1.PhaseDraining {

@@ -24,13 +24,14 @@ type sleepyScaler struct {
 	*fakeScaler
 	zeroErr   error
 	zeroCalls []string // the resourceVersions the scale to zero was guarded by
+	zeroRV    string   // the target's resourceVersion after the scale to zero
 }
 
 func (s *sleepyScaler) ScaleToZero(_ context.Context, _ scaling.Target, resourceVersion string) (scaling.Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.zeroCalls = append(s.zeroCalls, resourceVersion)
-	return scaling.Result{Resource: deployments}, s.zeroErr
+	return scaling.Result{Resource: deployments, Scaled: s.zeroErr == nil, ResourceVersion: s.zeroRV}, s.zeroErr
 }
 
 type sleepFixture struct {
@@ -294,5 +295,56 @@ func TestUndoneSleepsAreNotFoughtForever(t *testing.T) {
 	}
 	if n := len(f.statusWrites()); n != 0 {
 		t.Fatalf("%d status writes for a target the controller gave up on", n)
+	}
+}
+
+// The controller's own scale to zero is not taken for its undoing: until the cache holds that
+// write, it still shows the target as it was before the sleep, ready, which is not something
+// else having scaled it up again.
+func TestStaleCacheAfterASleepIsNotAnOverride(t *testing.T) {
+	f := newSleepFixture(t, "30s")
+	before := scaling.InventoryEntry{ResourceVersion: "41",
+		State:       scaling.TargetState{Exists: true, Current: true, Replicas: 1, ReadyReplicas: 1},
+		Annotations: map[string]string{v1alpha1.AnnotationMaxReplicas: "1", v1alpha1.AnnotationIdleAfter: "30s"}}
+	f.inventory.set("web", before)
+	status := f.drainNow()
+	f.renewMember(activity.DrainMark("shop", "web", status.DrainingSince.Time))
+	f.scaler.zeroRV = "42"
+	f.client.ClearActions()
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if asleep := f.lastStatus(); asleep.Phase != v1alpha1.PhaseAsleep {
+		t.Fatalf("phase %s, want Asleep", asleep.Phase)
+	}
+	f.applyLastWrite()
+	f.events()
+
+	// The cache has not seen the scale to zero yet.
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if writes := f.statusWrites(); len(writes) != 0 {
+		t.Fatalf("the pre-sleep cache entry (resourceVersion 41) was taken for the target now: %+v", writes[0].Status)
+	}
+	// It has, then something else scales the target up and it becomes ready: that is an undone
+	// sleep.
+	at0 := before
+	at0.ResourceVersion, at0.State.Replicas, at0.State.ReadyReplicas = "42", 0, 0
+	f.inventory.set("web", at0)
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.statusWrites()); n != 0 {
+		t.Fatalf("%d status writes for a target asleep at zero", n)
+	}
+	up := before
+	up.ResourceVersion = "44"
+	f.inventory.set("web", up)
+	if err := f.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if status := f.lastStatus(); status.Phase != v1alpha1.PhaseReady {
+		t.Fatalf("phase %s after something else made the target ready, want Ready", status.Phase)
 	}
 }

@@ -132,6 +132,11 @@ func (c *Controller) forgetRequest(key cache.ObjectName) {
 	c.sightings.forget(key)
 	c.recheck.Forget(key)
 	c.release(key)
+	if c.sleeps != nil {
+		c.sleeps.mu.Lock()
+		delete(c.sleeps.slept, key)
+		c.sleeps.mu.Unlock()
+	}
 }
 
 // settled reports whether the latest signal needs no more scaling work: it is Ready or Idle, it
@@ -404,7 +409,7 @@ func (r *reconciliation) follow(ctx context.Context, target scaling.Target) erro
 	if err != nil {
 		return r.scaleFailed(ctx, target, err)
 	}
-	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, current.Resource, r.sr.Namespace, target.Ref.Name, "")
+	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, current.Resource, r.sr.Namespace, target.Ref.Name, current.ResourceVersion)
 	r.c.hold(r.key, r.id)
 	return nil
 }
@@ -587,13 +592,15 @@ func accountsFor(sr *v1alpha1.ScaleRequest, generation int64) bool {
 func (r *reconciliation) scaled(ctx context.Context, target scaling.Target, minReplicas int32, fight bool, result scaling.Result, writtenAt time.Time, wroteNow, unknownWriteTime bool) error {
 	sr, status := r.sr, &r.sr.Status
 	logger := klog.FromContext(ctx)
-	after := ""
 	if wroteNow {
 		// Follow the target afresh, seeing only states from this write on: an event still in
 		// flight from before it would look like the target falling back below minimum.
 		r.c.watcher.Forget(r.id)
-		after = result.ResourceVersion
 	}
+	// Without a write too, only states at or after the answer read count: a cache behind it
+	// can still show pods that are gone since (a sleep's), ready, on a target that something
+	// else has just raised from zero.
+	after := result.ResourceVersion
 	r.c.watcher.Watch(context.WithoutCancel(ctx), r.id, result.Resource, sr.Namespace, target.Ref.Name, after)
 	r.c.hold(r.key, r.id)
 
