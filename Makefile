@@ -42,11 +42,7 @@ tools: ## Build (or reuse) etcd, kwok, the Kubernetes binaries and helm; fetch t
 
 .PHONY: test
 test: tools ## Run unit and integration tests (each integration package starts its own local control plane).
-	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /e2e/faults -e /e2e/node -e /e2e/gate -e /e2e/sleep)
-	# Alone, one at a time: these run gates behind Caddy, whose health checks and the race's
-	# witness read the cluster within fractions of a second, which another package's image
-	# builds on the same two cores stretched past what they tolerate.
-	go test -p 1 $(GO_TEST_FLAGS) ./e2e/gate/ ./e2e/sleep/
+	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /e2e/faults -e /e2e/node)
 	cd hack/tools/image && go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-faults
