@@ -135,12 +135,14 @@ func (r *replica) metric(t *testing.T, name string, labels ...string) float64 {
 	return v
 }
 
-// startRollingCaddy runs Caddy with one site per route, each asking a replica chosen at random
-// through forward_auth, health-checking their /readyz, and retrying nothing. It returns Caddy
-// and the sites' URLs. Not round_robin: Caddy's round robin advances one counter shared by
-// concurrent requests, so a request can step over the only healthy replica of three and fail
-// with "no upstreams available" (seen: 2–6 calls per run while A leaves and C is not up yet);
-// random chooses among the healthy replicas only.
+// startRollingCaddy runs Caddy with one site per route, each asking the healthy replica with the
+// fewest calls in flight through forward_auth, health-checking their /readyz, and retrying
+// nothing. It returns Caddy and the sites' URLs. Not round_robin: Caddy's round robin advances
+// one counter shared by concurrent requests, so a request can step over the only healthy
+// replica of three and fail with "no upstreams available" (seen: 2–6 calls per run while A
+// leaves and C is not up yet). Not random either: the waking target's four clients each wait
+// on a held call, and all four landed on one replica (1 run in 8), which then held them all.
+// least_conn chooses among the healthy replicas only, and spreads the held calls.
 func startRollingCaddy(t *testing.T, replicas []*replica, opsPort int, routes ...string) (*framework.Proxy, []string) {
 	t.Helper()
 	upstreams := make([]string, len(replicas))
@@ -160,7 +162,7 @@ func startRollingCaddy(t *testing.T, replicas []*replica, opsPort int, routes ..
 	forward_auth %s {
 		uri /auth?%s
 		header_up %s %s
-		lb_policy random
+		lb_policy least_conn
 		health_uri /readyz
 		health_port %d
 		health_interval %s
@@ -295,7 +297,7 @@ func TestRollingReplacementFailsNoCall(t *testing.T) {
 	steady, waking := startTraffic(sites[0], 4), startTraffic(sites[1], 4)
 	defer steady.Stop()
 	defer waking.Stop()
-	waitFor(t, 30*time.Second, "random choice sends the waking target's calls to both replicas, which hold them", func() bool {
+	waitFor(t, 30*time.Second, "least_conn sends the waking target's held calls to both replicas", func() bool {
 		return a.metric(t, "zerowake_gate_held_requests") > 0 && b.metric(t, "zerowake_gate_held_requests") > 0
 	})
 
@@ -379,7 +381,7 @@ func TestRollingWithoutDelayFailsCalls(t *testing.T) {
 	}
 	steady := startTraffic(sites[0], 4)
 	defer steady.Stop()
-	waitFor(t, 10*time.Second, "random choice sends calls to A", func() bool {
+	waitFor(t, 10*time.Second, "least_conn sends calls to A too", func() bool {
 		return a.metric(t, "zerowake_gate_answers_total", "outcome", "awake") >= 20
 	})
 	a.terminate(t)
