@@ -155,6 +155,8 @@ type AppOptions struct {
 	StartDelay time.Duration
 	// MaxReplicas, if above 1, is the zerowake.dev/max-replicas annotation.
 	MaxReplicas int
+	// IdleAfter, if set, is the zerowake.dev/idle-after annotation: the app sleeps when idle.
+	IdleAfter time.Duration
 }
 
 // AppObjects returns hack/testapp as a Deployment at zero replicas on the real node, opted in
@@ -165,6 +167,9 @@ func AppObjects(node string, o AppOptions) (*appsv1.Deployment, *corev1.Service)
 	annotations := map[string]string{}
 	if o.MaxReplicas > 1 {
 		annotations["zerowake.dev/max-replicas"] = fmt.Sprint(o.MaxReplicas)
+	}
+	if o.IdleAfter > 0 {
+		annotations["zerowake.dev/idle-after"] = o.IdleAfter.String()
 	}
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: o.Namespace, Name: o.Name, Labels: map[string]string{"zerowake.dev/wake": "true"}, Annotations: annotations},

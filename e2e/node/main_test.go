@@ -36,7 +36,18 @@ var (
 	// The controller is deleted while this one starts: its start delay keeps the wake under
 	// way for seconds after the Deployment was scaled.
 	failoverApp = framework.AppOptions{Namespace: appNamespace, Name: "failover", StartDelay: 4 * time.Second}
-	apps        = []framework.AppOptions{coldApp, herdApp, gateFailApp, failoverApp}
+	// This one asks to sleep when idle, after longer than the controller's minimum here.
+	sleepyApp = framework.AppOptions{Namespace: appNamespace, Name: "sleepy", IdleAfter: sleepIdleAfter}
+	apps      = []framework.AppOptions{coldApp, herdApp, gateFailApp, failoverApp, sleepyApp}
+)
+
+// sleepIdleAfter is the sleepy app's idle-after. The controller is installed accepting it (its
+// default minimum, 30s, would make each sleep and wake cycle last half a minute), with its
+// rescale window no longer, as by default: a wake right after a sleep waits for the window
+// since the previous wake's scale-up (docs/sleep.md).
+const (
+	sleepIdleAfter = 5 * time.Second
+	rescaleWindow  = sleepIdleAfter
 )
 
 // routeTimeout is how long the gate holds a request: far above a cold start here (~2 s), and
@@ -100,7 +111,8 @@ func setup(c *localcluster.Cluster) error {
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNamespace}}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
-	if err := framework.InstallChart(ctx, c, framework.ChartInstall{AppNamespaces: []string{appNamespace}, GateToken: gateToken}); err != nil {
+	if err := framework.InstallChart(ctx, c, framework.ChartInstall{AppNamespaces: []string{appNamespace}, GateToken: gateToken,
+		Set: []string{"extraArgs={--min-idle-after=" + sleepIdleAfter.String() + "}", "rescaleDuration=" + rescaleWindow.String()}}); err != nil {
 		return err
 	}
 	logf("chart installed, controller and gate available in %s", time.Since(t).Round(time.Millisecond))
