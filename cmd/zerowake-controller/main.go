@@ -173,6 +173,12 @@ func main() {
 		os.Exit(2)
 	}
 	logger.Info("Starting zerowake-controller", "version", version.Get())
+	if opts.minIdleAfter < opts.rescaleDuration {
+		// Allowed (tests do it), but a workload may then sleep within the rescale window of its
+		// last scale-up, and the next call's wake waits for the rest of that window.
+		logger.Info("Warning: --min-idle-after is below --rescale-duration; a wake right after a short sleep waits for the rescale window",
+			"minIdleAfter", opts.minIdleAfter, "rescaleDuration", opts.rescaleDuration)
+	}
 
 	// The first SIGTERM or SIGINT drains in-flight work and releases the lease; a second one
 	// exits at once.
