@@ -774,8 +774,14 @@ func (c *Client) resignal(k key, sr *v1alpha1.ScaleRequest) {
 	c.lifeMu.Unlock()
 	go func() {
 		defer c.wg.Done()
-		// A failure is remembered for ErrorBackoff like any other; the next caller retries.
-		_, _ = c.signal(ctx, k, &t, t.MinReplicas)
+		// One shared write, not signal's loop: the demand it restores is the caller's, already
+		// answered; deciding again after the write would take later state (the new signal going
+		// Idle with no demand since) for new demand. A failure is remembered for ErrorBackoff
+		// like any other; the next caller retries.
+		select {
+		case <-c.sf.DoChan(k.String(), func() (any, error) { return c.write(k, t, t.MinReplicas) }):
+		case <-ctx.Done():
+		}
 	}()
 }
 
