@@ -118,8 +118,17 @@ func uint32IP(v uint32) net.IP {
 	return ip
 }
 
-// delete removes the namespace; the veth pair goes with it.
+// delete removes the veth pair, then the namespace. The pair is deleted first and by name: the
+// kernel tears a deleted namespace down in the background, so the pair would otherwise outlive
+// Stop for a moment (seen once: the host's end still there right after Stop).
 func (n *netns) delete(ctx context.Context) error {
+	if n.hostIf != "" {
+		if _, err := net.InterfaceByName(n.hostIf); err == nil {
+			if err := run(ctx, "ip", "link", "delete", n.hostIf); err != nil {
+				return err
+			}
+		}
+	}
 	if _, err := os.Stat(n.path()); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
