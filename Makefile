@@ -42,7 +42,9 @@ tools: ## Build (or reuse) etcd, kwok, the Kubernetes binaries and helm; fetch t
 
 .PHONY: test
 test: tools ## Run unit and integration tests (each integration package starts its own local control plane).
-	go test $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /e2e/faults -e /e2e/node)
+	# Three packages at a time: most integration packages wait on their control plane (windows,
+	# lease durations, idle-after), so a third keeps the two cores busier.
+	go test -p 3 $(GO_TEST_FLAGS) $$(go list ./... | grep -v -e /e2e/faults -e /e2e/node)
 	cd hack/tools/image && go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: test-faults
