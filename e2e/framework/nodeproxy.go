@@ -173,6 +173,9 @@ func StartIngressProxy(ctx context.Context, opts IngressProxyOptions) (*IngressP
 // Socket is the unix socket Caddy serves HTTP on.
 func (p *IngressProxy) Socket() string { return p.socket }
 
+// LogPath is the file Caddy logs to.
+func (p *IngressProxy) LogPath() string { return p.logPath }
+
 // Log returns Caddy's log so far.
 func (p *IngressProxy) Log() string {
 	data, _ := os.ReadFile(p.logPath)

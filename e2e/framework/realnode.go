@@ -228,3 +228,39 @@ func AppRoute(o AppOptions, timeout time.Duration) IngressRoute {
 func GateOfInstall(token string) IngressGate {
 	return IngressGate{Namespace: ReleaseNamespace, Service: GateName, Port: GatePort, Token: token}
 }
+
+// StartNodeIngress starts, on c's real node, the proxy the chart's users put in front of their
+// apps: a directory with a short path (unix socket paths are limited), the endpoint resolver on a
+// socket in it, and Caddy with routes and forward_auth to the install's gate, which proxies
+// authenticate to with token. stop stops both and removes the directory.
+func StartNodeIngress(ctx context.Context, c *localcluster.Cluster, token string, routes []IngressRoute) (proxy *IngressProxy, resolver *EndpointResolver, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "zw-ingress-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	fail := func(err error) (*IngressProxy, *EndpointResolver, func(), error) {
+		if resolver != nil {
+			resolver.Stop()
+		}
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	if resolver, err = StartEndpointResolver(ctx, c.Client(), filepath.Join(dir, "dns.sock")); err != nil {
+		return fail(err)
+	}
+	caddy, err := CaddyPath(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	proxy, err = StartIngressProxy(ctx, IngressProxyOptions{
+		Caddy: caddy, Dir: dir, Resolver: resolver, Run: c.Node(), Gate: GateOfInstall(token), Routes: routes,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return proxy, resolver, func() {
+		proxy.Stop()
+		resolver.Stop()
+		os.RemoveAll(dir)
+	}, nil
+}

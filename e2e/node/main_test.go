@@ -124,23 +124,9 @@ func setup(c *localcluster.Cluster) error {
 		}
 		routes = append(routes, framework.AppRoute(app, routeTimeout))
 	}
-	// Unix socket paths are short; the cluster's directory may not be.
-	dir, err := os.MkdirTemp("", "zw-node-")
-	if err != nil {
-		return err
-	}
-	if resolver, err = framework.StartEndpointResolver(ctx, c.Client(), filepath.Join(dir, "dns.sock")); err != nil {
-		return err
-	}
-	caddy, err := framework.CaddyPath(ctx)
-	if err != nil {
-		return err
-	}
-	proxy, err = framework.StartIngressProxy(ctx, framework.IngressProxyOptions{
-		Caddy: caddy, Dir: dir, Resolver: resolver, Run: node,
-		Gate: framework.GateOfInstall(gateToken), Routes: routes,
-	})
-	if err != nil {
+	// Kept until the process exits, as the cluster is.
+	var err error
+	if proxy, resolver, _, err = framework.StartNodeIngress(ctx, c, gateToken, routes); err != nil {
 		return err
 	}
 	out, _ := c.Kubectl(ctx, "get", "nodes", "-o", "wide")

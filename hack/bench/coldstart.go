@@ -105,30 +105,14 @@ func (b *bench) coldStart(ctx context.Context) error {
 			return err
 		}
 	}
-	dir, err := os.MkdirTemp("", "zw-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	resolver, err := framework.StartEndpointResolver(ctx, cluster.Client(), filepath.Join(dir, "dns.sock"))
-	if err != nil {
-		return err
-	}
-	defer resolver.Stop()
-	caddy, err := framework.CaddyPath(ctx)
-	if err != nil {
-		return err
-	}
 	floorRoute := framework.AppRoute(coldFloor, 0)
 	floorRoute.Target = "" // no forward_auth
-	proxy, err := framework.StartIngressProxy(ctx, framework.IngressProxyOptions{
-		Caddy: caddy, Dir: dir, Resolver: resolver, Run: cluster.Node(), Gate: framework.GateOfInstall(coldToken),
-		Routes: []framework.IngressRoute{framework.AppRoute(coldWoken, time.Minute), floorRoute},
-	})
+	proxy, resolver, stopProxy, err := framework.StartNodeIngress(ctx, cluster, coldToken,
+		[]framework.IngressRoute{framework.AppRoute(coldWoken, time.Minute), floorRoute})
 	if err != nil {
 		return err
 	}
-	defer proxy.Stop()
+	defer stopProxy()
 	zw, err := versioned.NewForConfig(cluster.RESTConfig())
 	if err != nil {
 		return err

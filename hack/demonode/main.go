@@ -85,30 +85,13 @@ func run() error {
 	}
 	show(ctx, cluster, "get", "deployment,service", "-n", web.Namespace)
 
-	dir, err := os.MkdirTemp("", "zw-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	resolver, err := framework.StartEndpointResolver(ctx, cluster.Client(), filepath.Join(dir, "dns.sock"))
-	if err != nil {
-		return err
-	}
-	defer resolver.Stop()
-	caddy, err := framework.CaddyPath(ctx)
-	if err != nil {
-		return err
-	}
 	route := framework.AppRoute(web, 60*time.Second)
 	route.Host, route.Page = "", true // any host name: the URL is an address
-	proxy, err := framework.StartIngressProxy(ctx, framework.IngressProxyOptions{
-		Caddy: caddy, Dir: dir, Resolver: resolver, Run: cluster.Node(), Gate: framework.GateOfInstall(demoToken),
-		Routes: []framework.IngressRoute{route},
-	})
+	proxy, _, stopProxy, err := framework.StartNodeIngress(ctx, cluster, demoToken, []framework.IngressRoute{route})
 	if err != nil {
 		return err
 	}
-	defer proxy.Stop()
+	defer stopProxy()
 	address, stopForward, err := proxy.Forward(*listen)
 	if err != nil {
 		return err
@@ -135,7 +118,7 @@ The cluster keeps running. Open %s, or in another terminal:
 
 Caddy's log: %s
 Press Ctrl-C to stop everything (nothing is left running).
-`, url, cluster.Kubeconfig(), cluster.KubectlPath(), cluster.KubectlPath(), filepath.Join(dir, "caddy.log"))
+`, url, cluster.Kubeconfig(), cluster.KubectlPath(), cluster.KubectlPath(), proxy.LogPath())
 	<-ctx.Done()
 	fmt.Println("\nstopping")
 	return nil
