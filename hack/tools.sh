@@ -4,9 +4,13 @@
 #
 #   hack/tools.sh [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]...   build what is missing
 #   hack/tools.sh path NAME...                                            print where each NAME is (or will be)
+#   hack/tools.sh shared-version-drift                                    print modules the project and hack/tools/kubernetes pin differently
 #
 # The cache lives in $ZEROWAKE_CACHE (default: ~/.cache/zerowake). Versions come from the small
 # modules under hack/tools/ and from the project's go.mod, so there is one place to change each.
+# Go programs are built with -trimpath and CGO_ENABLED=0 (runc, which links libseccomp, aside), as
+# the Makefile builds the project, so that the Go build cache serves a package compiled once to
+# every build that needs it.
 # nginx is the exception: not a Go program, it comes from the Debian archive apt is configured with.
 # `node` builds what a real node needs (kubelet, kube-proxy, containerd, runc, CNI plugins) and
 # fetches the two Debian parts it cannot do without: libseccomp for runc, nft for kube-proxy.
@@ -22,8 +26,8 @@ module_version() {
 
 kube_version=$(module_version "$root/hack/tools/kubernetes" k8s.io/kubernetes)
 etcd_version=$(module_version "$root/hack/tools/etcd" go.etcd.io/etcd/server/v3)
-kwok_version=$(module_version "$root/hack/tools/kwok" sigs.k8s.io/kwok)
-helm_version=$(module_version "$root/hack/tools/helm" helm.sh/helm/v3)
+kwok_version=$(module_version "$root/hack/tools/kubernetes" sigs.k8s.io/kwok)
+helm_version=$(module_version "$root/hack/tools/kubernetes" helm.sh/helm/v3)
 caddy_version=$(module_version "$root/hack/tools/caddy" github.com/caddyserver/caddy/v2)
 controller_gen_version=v0.23.0
 staticcheck_version=v0.8.2
@@ -51,8 +55,9 @@ dir_for() {
 	pause) echo "$cache/pause-$(pause_key)" ;;
 	nft) local v; v=$(debian_version nftables) || return 1; echo "$cache/nftables-$v" ;;
 	etcd) echo "$cache/etcd-$etcd_version" ;;
-	kwok) echo "$cache/kwok-$kwok_version" ;;
-	helm) echo "$cache/helm-$helm_version" ;;
+	# Built against the Kubernetes libraries of hack/tools/kubernetes, not their own go.mod's.
+	kwok) echo "$cache/kwok-$kwok_version-kubernetes-$kube_version" ;;
+	helm) echo "$cache/helm-$helm_version-kubernetes-$kube_version" ;;
 	caddy) echo "$cache/caddy-$caddy_version" ;;
 	nginx) local v; v=$(nginx_version) || return 1; echo "$cache/nginx-$v" ;;
 	controller-gen) echo "$cache/controller-gen-$controller_gen_version" ;;
@@ -77,19 +82,59 @@ build_into() {
 	say "built $name in $((SECONDS - start))s"
 }
 
-# build_kubernetes [COMMAND...] builds the named Kubernetes commands (default: the control plane's).
-build_kubernetes() {
-	local cmds=("$@")
-	[ ${#cmds[@]} -gt 0 ] || cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# build_together LDFLAGS PACKAGE... builds the commands of hack/tools/kubernetes whose binaries
+# are missing (each named after its package's last element) in one go build, which compiles the
+# packages they share once and links them in parallel, then moves each into its directory.
+build_together() {
+	local ldflags=$1; shift
+	local pkg names=() pkgs=()
+	for pkg in "$@"; do
+		local name=${pkg##*/}
+		[ -x "$(dir_for "$name")/$name" ] && continue
+		names+=("$name") pkgs+=("$pkg")
+	done
+	[ ${#pkgs[@]} -gt 0 ] || return 0
+	say "building ${names[*]} (hack/tools/kubernetes) — the first time takes minutes; later runs reuse them"
+	local start=$SECONDS
+	mkdir -p "$cache"
+	local tmp; tmp=$(mktemp -d "$cache/.build.XXXXXX")
+	(cd "$root/hack/tools/kubernetes" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "${pkgs[@]}")
+	local name
+	for name in "${names[@]}"; do
+		local dir; dir=$(dir_for "$name")
+		mkdir -p "$dir"
+		mv "$tmp/$name" "$dir/$name"
+	done
+	rm -rf "$tmp"
+	say "built ${names[*]} in $((SECONDS - start))s"
+}
+
+# kube_ldflags are the version stamps of a Kubernetes release build.
+kube_ldflags() {
 	local v=${kube_version#v} pkg=k8s.io/component-base/version
 	local major=${v%%.*} rest=${v#*.}
 	local minor=${rest%%.*}
-	local ldflags="-X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
-	ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$kube_version -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
-	local cmd
-	for cmd in "${cmds[@]}"; do
-		build_into "$cmd" "$root/hack/tools/kubernetes" "k8s.io/kubernetes/cmd/$cmd" "$ldflags"
+	echo "-X $pkg.gitVersion=$kube_version -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+		"-X k8s.io/client-go/pkg/version.gitVersion=$kube_version -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+}
+
+# build_kube_module COMMAND... builds what is missing of the named commands of hack/tools/kubernetes:
+# the Kubernetes ones first, in one go build with their version stamps, then kwok and helm (not
+# stamped as Kubernetes), which reuse what the first build compiled.
+build_kube_module() {
+	local cmd kube=() others=()
+	for cmd in "$@"; do
+		case "$cmd" in
+		kwok) others+=(sigs.k8s.io/kwok/cmd/kwok) ;;
+		helm) others+=(helm.sh/helm/v3/cmd/helm) ;;
+		*) kube+=("k8s.io/kubernetes/cmd/$cmd") ;;
+		esac
 	done
+	[ ${#kube[@]} -eq 0 ] || build_together "$(kube_ldflags)" "${kube[@]}"
+	# helm version reports what it was built from only through these variables.
+	local helm_pkg=helm.sh/helm/v3/internal/version
+	[ ${#others[@]} -eq 0 ] || build_together "-X $helm_pkg.version=$helm_version -X $helm_pkg.gitTreeState=clean" "${others[@]}"
+	case " $* " in *" kwok "*) kwok_stages ;; esac
 }
 
 build_etcd() { build_into etcd "$root/hack/tools/etcd" go.etcd.io/etcd/server/v3; }
@@ -264,30 +309,21 @@ build_node() {
 	build_runc
 	build_cni
 	build_nft
-	build_kubernetes kubelet kube-proxy
 }
 
-build_kwok() {
-	build_into kwok "$root/hack/tools/kwok" sigs.k8s.io/kwok/cmd/kwok
-	# kwok refuses to start without stages; keep the ones its release ships next to the binary.
+# kwok refuses to start without stages; keep the ones its release ships next to the binary.
+kwok_stages() {
 	local dir; dir=$(dir_for kwok)
-	if [ ! -d "$dir/stages" ]; then
-		local src; src=$(cd "$root/hack/tools/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
-		rm -rf "$dir/stages.tmp" && mkdir -p "$dir/stages.tmp"
-		local stage
-		for stage in node/fast node/heartbeat-with-lease pod/fast; do
-			find "$src/kustomize/stage/$stage" -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml \
-				-exec cp {} "$dir/stages.tmp/" \;
-		done
-		chmod u+w "$dir/stages.tmp/"*
-		mv "$dir/stages.tmp" "$dir/stages"
-	fi
-}
-
-build_helm() {
-	# helm version reports what it was built from only through these variables.
-	local pkg=helm.sh/helm/v3/internal/version
-	build_into helm "$root/hack/tools/helm" helm.sh/helm/v3/cmd/helm "-X $pkg.version=$helm_version -X $pkg.gitTreeState=clean"
+	[ -d "$dir/stages" ] && return 0
+	local src; src=$(cd "$root/hack/tools/kubernetes" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+	rm -rf "$dir/stages.tmp" && mkdir -p "$dir/stages.tmp"
+	local stage
+	for stage in node/fast node/heartbeat-with-lease pod/fast; do
+		find "$src/kustomize/stage/$stage" -maxdepth 1 -name '*.yaml' ! -name kustomization.yaml \
+			-exec cp {} "$dir/stages.tmp/" \;
+	done
+	chmod u+w "$dir/stages.tmp/"*
+	mv "$dir/stages.tmp" "$dir/stages"
 }
 
 build_codegen() {
@@ -370,20 +406,63 @@ if [ "${1:-}" = path ]; then
 	done
 	exit 0
 fi
+# shared_version_drift prints the modules that both the project's build and hack/tools/kubernetes's
+# commands compile but at different versions, one "MODULE PROJECT_VERSION TOOLS_VERSION" per
+# line: each of them is compiled twice on a cold machine (see hack/tools/kubernetes/go.mod).
+shared_version_drift() {
+	local f='{{with .Module}}{{.Path}} {{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}{{end}}'
+	join <(cd "$root" && go list -deps -test -f "$f" ./... | sort -u) \
+		<(cd "$root/hack/tools/kubernetes" && go list -deps -f "$f" "${kube_module_commands[@]}" | sort -u) |
+		awk 'NF == 3 && $2 != $3'
+}
+kube_module_commands=(
+	k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+	k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+	sigs.k8s.io/kwok/cmd/kwok helm.sh/helm/v3/cmd/helm
+)
+if [ "${1:-}" = shared-version-drift ]; then
+	shared_version_drift
+	exit 0
+fi
+
+# What was asked for, grouped by how it is built: the commands of hack/tools/kubernetes in one
+# job, the other Go modules (etcd, Caddy) in a second, the real node's runtime in a third. The
+# jobs run at the same time: each go build leaves a core idle at times (a large package that
+# everything waits for, a link), which the others fill.
 [ $# -eq 0 ] && set -- all
+kube_cmds=() other_go=() node=0 serial=()
 for what in "$@"; do
 	case "$what" in
-	all) build_etcd; build_kwok; build_kubernetes; build_caddy ;;
-	kubernetes) build_kubernetes ;;
-	etcd) build_etcd ;;
-	kwok) build_kwok ;;
-	caddy) build_caddy ;;
-	nginx) build_nginx ;;
-	node) build_node ;;
-	codegen) build_codegen ;;
-	lint) build_lint ;;
-	helm) build_helm ;;
-	crds) fetch_crds ;;
-	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]... | path NAME..." >&2; exit 2 ;;
+	all) kube_cmds+=(kube-apiserver kube-controller-manager kube-scheduler kubectl kwok) other_go+=(etcd caddy) ;;
+	kubernetes) kube_cmds+=(kube-apiserver kube-controller-manager kube-scheduler kubectl) ;;
+	kwok|helm) kube_cmds+=("$what") ;;
+	etcd|caddy) other_go+=("$what") ;;
+	node) kube_cmds+=(kubelet kube-proxy) node=1 ;;
+	nginx|codegen|lint|crds) serial+=("$what") ;;
+	*) echo "usage: $0 [all|kubernetes|etcd|kwok|caddy|nginx|node|codegen|lint|helm|crds]... | path NAME... | shared-version-drift" >&2; exit 2 ;;
 	esac
 done
+
+jobs=()
+[ ${#kube_cmds[@]} -eq 0 ] || { build_kube_module "${kube_cmds[@]}" & jobs+=($!); }
+if [ ${#other_go[@]} -gt 0 ]; then
+	(
+		for what in "${other_go[@]}"; do "build_$what"; done
+	) &
+	jobs+=($!)
+fi
+[ "$node" = 0 ] || { build_node & jobs+=($!); }
+if [ ${#serial[@]} -gt 0 ]; then
+	(
+		for what in "${serial[@]}"; do
+			if [ "$what" = crds ]; then fetch_crds; else "build_$what"; fi
+		done
+	) &
+	jobs+=($!)
+fi
+status=0
+for job in "${jobs[@]}"; do
+	wait "$job" || status=1
+done
+exit $status

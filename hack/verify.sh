@@ -40,6 +40,15 @@ if [ -n "$untracked" ]; then
 	status=1
 fi
 
+# hack/tools/kubernetes pins the modules it shares with the project at the project's versions, so
+# that a cold machine compiles them once (see its go.mod).
+drift=$(hack/tools.sh shared-version-drift)
+if [ -n "$drift" ]; then
+	echo "hack/tools/kubernetes/go.mod pins modules it shares with the project at other versions; require the project's there:" >&2
+	echo "$drift" >&2
+	status=1
+fi
+
 # deploy/ and the chart name one image version, and a tagged commit names its own tag, so the
 # manifests and the image a release builds cannot drift apart.
 if ! hack/release.sh check-version "$(awk '$1 == "newTag:" {print $2}' deploy/base/kustomization.yaml)"; then

@@ -17,7 +17,6 @@ package faults
 import (
 	"context"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -73,7 +72,12 @@ func setup(c *localcluster.Cluster) error {
 	return err
 }
 
+// repoRoot is where the repository is; the tests' working directory lies inside it, which
+// holds under -trimpath too (the source paths are then module-relative).
 func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Dir(filepath.Dir(filepath.Dir(file)))
+	root, err := localcluster.RepoRoot()
+	if err != nil {
+		panic(err)
+	}
+	return root
 }
