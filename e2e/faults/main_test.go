@@ -16,7 +16,6 @@ package faults
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
