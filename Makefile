@@ -43,8 +43,8 @@ release: ## Write a release bundle for VERSION=vX.Y.Z into $(OUTPUT)/release/VER
 	VERSION="$(VERSION)" RELEASE_DIR="$(CURDIR)/$(OUTPUT)/release/$(VERSION)" IMAGE_PUSH="$(IMAGE_PUSH)" hack/release.sh bundle
 
 .PHONY: tools
-tools: ## Build (or reuse) etcd, kwok, the Kubernetes binaries and helm; fetch the examples' CRDs.
-	hack/tools.sh all helm crds
+tools: ## Build (or reuse) etcd, kwok, the Kubernetes binaries and helm; fetch the examples' CRDs (NODE=1: the real node's tools too).
+	hack/tools.sh all helm crds $(if $(filter 1,$(NODE)),node)
 
 .PHONY: test
 test: tools ## Run unit and integration tests (each integration package starts its own local control plane).

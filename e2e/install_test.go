@@ -7,6 +7,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/zerowake/zerowake/hack/localcluster"
 )
 
 // TestInstallManifests: TestMain installed crds/ and deploy/ with kubectl apply -k; here the
@@ -20,7 +22,11 @@ func TestInstallManifests(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = kube.CoreV1().Namespaces().Delete(ctx, "apps", metav1.DeleteOptions{}) })
-	out, err := cluster.Kubectl(ctx, "apply", "--dry-run=server", "-k", filepath.Join(repoRoot(), "deploy", "namespaced"))
+	root, err := localcluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cluster.Kubectl(ctx, "apply", "--dry-run=server", "-k", filepath.Join(root, "deploy", "namespaced"))
 	if err != nil {
 		t.Fatalf("namespaced variant: %v", err)
 	}

@@ -118,6 +118,16 @@ kube_ldflags() {
 		"-X k8s.io/client-go/pkg/version.gitVersion=$kube_version -X k8s.io/client-go/pkg/version.gitMajor=$major -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 }
 
+# kube_module_package COMMAND prints the package of a command of hack/tools/kubernetes.
+kube_module_package() {
+	case "$1" in
+	kwok) echo sigs.k8s.io/kwok/cmd/kwok ;;
+	helm) echo helm.sh/helm/v3/cmd/helm ;;
+	*) echo "k8s.io/kubernetes/cmd/$1" ;;
+	esac
+}
+kube_module_commands=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy kwok helm)
+
 # build_kube_module COMMAND... builds what is missing of the named commands of hack/tools/kubernetes:
 # the Kubernetes ones first, in one go build with their version stamps, then kwok and helm (not
 # stamped as Kubernetes), which reuse what the first build compiled.
@@ -125,9 +135,8 @@ build_kube_module() {
 	local cmd kube=() others=()
 	for cmd in "$@"; do
 		case "$cmd" in
-		kwok) others+=(sigs.k8s.io/kwok/cmd/kwok) ;;
-		helm) others+=(helm.sh/helm/v3/cmd/helm) ;;
-		*) kube+=("k8s.io/kubernetes/cmd/$cmd") ;;
+		kwok|helm) others+=("$(kube_module_package "$cmd")") ;;
+		*) kube+=("$(kube_module_package "$cmd")") ;;
 		esac
 	done
 	[ ${#kube[@]} -eq 0 ] || build_together "$(kube_ldflags)" "${kube[@]}"
@@ -411,16 +420,12 @@ fi
 # line: each of them is compiled twice on a cold machine (see hack/tools/kubernetes/go.mod).
 shared_version_drift() {
 	local f='{{with .Module}}{{.Path}} {{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}{{end}}'
+	local cmd pkgs=()
+	for cmd in "${kube_module_commands[@]}"; do pkgs+=("$(kube_module_package "$cmd")"); done
 	join <(cd "$root" && go list -deps -test -f "$f" ./... | sort -u) \
-		<(cd "$root/hack/tools/kubernetes" && go list -deps -f "$f" "${kube_module_commands[@]}" | sort -u) |
+		<(cd "$root/hack/tools/kubernetes" && go list -deps -f "$f" "${pkgs[@]}" | sort -u) |
 		awk 'NF == 3 && $2 != $3'
 }
-kube_module_commands=(
-	k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
-	k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
-	k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
-	sigs.k8s.io/kwok/cmd/kwok helm.sh/helm/v3/cmd/helm
-)
 if [ "${1:-}" = shared-version-drift ]; then
 	shared_version_drift
 	exit 0

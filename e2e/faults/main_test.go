@@ -70,13 +70,3 @@ func setup(c *localcluster.Cluster) error {
 	binary, err = framework.BuildController(ctx, c.Dir())
 	return err
 }
-
-// repoRoot is where the repository is; the tests' working directory lies inside it, which
-// holds under -trimpath too (the source paths are then module-relative).
-func repoRoot() string {
-	root, err := localcluster.RepoRoot()
-	if err != nil {
-		panic(err)
-	}
-	return root
-}

@@ -23,6 +23,7 @@ import (
 
 	v1alpha1 "github.com/zerowake/zerowake/apis/zerowake/v1alpha1"
 	"github.com/zerowake/zerowake/e2e/framework"
+	"github.com/zerowake/zerowake/hack/localcluster"
 )
 
 var update = flag.Bool("update", false, "rewrite the expected kubectl auth can-i lists in testdata/ from what the server says")
@@ -131,7 +132,11 @@ func TestNamespacedInstall(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := cluster.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(repoRoot(), "deploy", "namespaced")); err != nil {
+	root, err := localcluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(root, "deploy", "namespaced")); err != nil {
 		t.Fatal(err)
 	}
 
